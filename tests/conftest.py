@@ -1,0 +1,71 @@
+"""Shared fixtures: a throwaway PostgreSQL database per test run, MNIST test files, the shipped model."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import db  # noqa: E402
+import pg  # noqa: E402
+import utils  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return pg.admin_dsn(tmp_path_factory.mktemp("pg"))
+
+
+@pytest.fixture(scope="session")
+def database_url(admin_dsn: str) -> Iterator[str]:
+    """One throwaway database for the whole run, dropped at the end."""
+    dsn = pg.create_database(admin_dsn)
+    yield dsn
+    db.reset_database()
+    pg.drop_database(admin_dsn, dsn)
+
+
+@pytest.fixture
+def fresh_database_url(admin_dsn: str) -> Iterator[str]:
+    """A database of its own for a test that needs an empty server-side state (migrations)."""
+    dsn = pg.create_database(admin_dsn, prefix="mnist_fresh")
+    yield dsn
+    pg.drop_database(admin_dsn, dsn)
+
+
+@pytest.fixture
+def database(database_url: str, tmp_path: Path) -> Iterator[db.Database]:
+    """A `Database` on the run's database with an empty predictions table and its own spool."""
+    handle = db.Database(database_url, spool_path=tmp_path / "spool.jsonl")
+    handle.init_db()
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE predictions RESTART IDENTITY")
+    conn.close()
+    yield handle
+    handle.close()
+
+
+@pytest.fixture(scope="session")
+def mnist_test_split() -> "object":
+    """The official 10k MNIST test images via train.load_mnist (MNIST_DIR offline, else data/ or a download)."""
+    import train
+
+    source = os.environ.get("MNIST_DIR")
+    raw = train.DATA_ROOT / "MNIST" / "raw"
+    if not source and not all((raw / name).is_file() for name in train.MNIST_FILES):
+        pytest.skip("MNIST files unavailable: set MNIST_DIR to a folder with the four IDX files (or run make data)")
+    _, test_split, _ = train.load_mnist(source)
+    return test_split
+
+
+@pytest.fixture(scope="session")
+def checkpoint() -> utils.Checkpoint:
+    return utils.load_checkpoint(utils.DEFAULT_MODEL_PATH)
