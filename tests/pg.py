@@ -1,0 +1,63 @@
+"""Real PostgreSQL servers for the tests: a throwaway database per run, and a private server that can be stopped.
+
+`TEST_DATABASE_URL` names an admin DSN on a server where the tests may CREATE DATABASE (CI: the machine's
+PostgreSQL on 127.0.0.1:5432). Without it, an embedded server (the `pgserver` package) is started in a temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pgserver
+import psycopg2
+import psycopg2.extensions
+
+
+class PrivateServer:
+    """A PostgreSQL server of our own (pgserver, in `pgdata`) that a test may stop and start again."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.server = pgserver.get_server(pgdata, cleanup_mode="stop")
+
+    @property
+    def dsn(self) -> str:
+        return str(self.server.get_uri())
+
+    def stop(self) -> None:
+        pg_ctl = pgserver.pg_ctl  # type: ignore[attr-defined]  # re-exported by pgserver's star import
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    params = psycopg2.extensions.parse_dsn(dsn)
+    params["dbname"] = dbname
+    return psycopg2.extensions.make_dsn(**params)
+
+
+def admin_dsn(tmp_root: Path) -> str:
+    return os.environ.get("TEST_DATABASE_URL") or PrivateServer(tmp_root / "pgdata").dsn
+
+
+def create_database(admin: str, prefix: str = "mnist_test") -> str:
+    """CREATE a uniquely named database on the admin server; returns its DSN."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')  # name is ours, not user input
+    conn.close()
+    return with_dbname(admin, name)
+
+
+def drop_database(admin: str, dsn: str) -> None:
+    name = psycopg2.extensions.parse_dsn(dsn)["dbname"]
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # the test's own throwaway database
+    conn.close()
