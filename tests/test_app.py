@@ -1,0 +1,186 @@
+"""Headless page tests with streamlit.testing.v1.AppTest (no browser): flows, feedback, failures, history, stats."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import psycopg2
+import pytest
+import streamlit as st
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+import db
+import utils
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 60
+
+
+def rows(dsn: str) -> list[tuple]:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, predicted_digit, true_label FROM predictions ORDER BY id")
+        found = cur.fetchall()
+    conn.close()
+    return found
+
+
+@pytest.fixture
+def page(
+    database: db.Database, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], AppTest]]:
+    """A factory for a fresh AppTest of app.py on the test database (cached resources cleared first)."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("SPOOL_PATH", str(tmp_path / "app-spool.jsonl"))
+    monkeypatch.delenv("MODEL_PATH", raising=False)
+
+    def make() -> AppTest:
+        st.cache_resource.clear()
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+        return at.run()
+
+    yield make
+    st.cache_resource.clear()
+
+
+def texts(elements: object) -> str:
+    return " | ".join(str(e.value) for e in elements)  # type: ignore[attr-defined]
+
+
+def test_page_renders_without_errors(page: Callable[[], AppTest]) -> None:
+    at = page()
+    assert not at.exception
+    assert at.title[0].value == "MNIST Digit Classifier"
+    labels = [t.label for t in at.tabs]
+    assert any("Draw" in label for label in labels) and any("History" in label for label in labels)
+    assert any(b.label == "Predict" for b in at.button) and any(b.label == "Clear" for b in at.button)
+    assert not at.error
+
+
+def test_predict_on_an_empty_canvas_asks_to_draw_and_writes_nothing(
+    page: Callable[[], AppTest], database_url: str
+) -> None:
+    at = page()
+    next(b for b in at.button if b.label == "Predict").click().run()
+    assert "Draw a digit first" in texts(at.warning)
+    assert not at.exception and rows(database_url) == []
+
+
+def seeded_result(database: db.Database, digit: int = 3) -> dict:
+    image = np.zeros((28, 28), dtype=np.float32)
+    image[4:24, 12:16] = 1.0
+    probabilities = [0.01] * 10
+    probabilities[digit] = 0.91
+    prediction = utils.Prediction(digit, 0.91, probabilities, image)
+    row_id = database.log_prediction(digit, 0.91, probabilities, prediction.png, "test")
+    return {"id": row_id, "prediction": prediction, "png": prediction.png, "label": None}
+
+
+def test_feedback_one_click_correct_then_change_to_another_digit(
+    page: Callable[[], AppTest], database: db.Database, database_url: str
+) -> None:
+    at = page()
+    result = seeded_result(database, digit=3)
+    at.session_state["draw_result"] = result
+    at.run()
+    assert at.metric[0].label == "Prediction" and at.metric[0].value == "3"
+    next(b for b in at.button if b.label == "Yes, it's 3").click().run()
+    assert rows(database_url) == [(result["id"], 3, 3)]
+    assert "Saved true label **3**" in texts(at.success)
+
+    at.segmented_control(key="draw_result-picked").set_value(8)
+    next(b for b in at.button if b.label == "Submit label").click().run()
+    assert rows(database_url) == [(result["id"], 3, 8)]
+    assert "wrong (predicted 3)" in texts(at.success)
+    assert not at.exception
+
+
+def test_submit_label_without_picking_a_digit_warns_and_writes_nothing(
+    page: Callable[[], AppTest], database: db.Database, database_url: str
+) -> None:
+    at = page()
+    at.session_state["draw_result"] = seeded_result(database)
+    at.run()
+    next(b for b in at.button if b.label == "Submit label").click().run()
+    assert "Pick the true digit first" in texts(at.warning)
+    assert rows(database_url)[0][2] is None
+
+
+def one_png() -> bytes:
+    """A photo-like "1": dark ink on white paper."""
+    image = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(image).line([(100, 20), (100, 180)], fill=0, width=16)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_upload_flow_predicts_and_logs(page: Callable[[], AppTest], database_url: str) -> None:
+    at = page()
+    at.file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
+    at.button(key="predict-upload").click().run()
+    assert not at.exception
+    assert any(m.label == "Prediction" and m.value == "1" for m in at.metric)
+    assert [r[1] for r in rows(database_url)] == [1]
+
+
+def test_not_an_image_upload_shows_a_message(page: Callable[[], AppTest], database_url: str) -> None:
+    at = page()
+    at.file_uploader(key="upload").upload("x.png", b"definitely not a png", "image/png").run()
+    assert "not a readable image" in texts(at.error)
+    assert not at.exception and rows(database_url) == []
+
+
+def test_history_lists_filters_and_offers_csv(page: Callable[[], AppTest], database: db.Database) -> None:
+    for digit in (1, 1, 2, 7):
+        pid = database.log_prediction(digit, 0.8, [0.1] * 10, utils.to_png(np.zeros((28, 28))), "v")
+        database.set_true_label(pid, digit if digit != 7 else 1)
+    at = page()
+    assert len(at.dataframe[0].value) == 4
+    at.selectbox(key="history_digit").set_value(1).run()
+    assert list(at.dataframe[0].value["Predicted"]) == [1, 1]
+    at.selectbox(key="history_digit").set_value(None).run()
+    at.selectbox(key="history_correct").set_value("Incorrect").run()
+    assert list(at.dataframe[0].value["Predicted"]) == [7]
+    assert any("Download CSV" in str(getattr(e, "label", "")) for e in at.get("download_button"))
+
+
+def test_stats_show_totals_accuracy_and_the_model_card(page: Callable[[], AppTest], database: db.Database) -> None:
+    for digit, label in [(1, 1), (2, 3)]:
+        database.set_true_label(database.log_prediction(digit, 0.9), label)
+    at = page()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Predictions"] == "2" and metrics["With feedback"] == "2"
+    assert metrics["Accuracy on feedback"] == "50.0%"
+    card = at.table[0].value
+    assert "Test accuracy (MNIST, 10k)" in card.index
+
+
+def test_missing_model_shows_the_fix_not_a_traceback(
+    page: Callable[[], AppTest], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MODEL_PATH", str(tmp_path / "missing.pth"))
+    at = page()
+    assert not at.exception
+    assert "make train" in texts(at.error) and "missing.pth" in texts(at.error)
+
+
+def test_database_down_still_predicts_and_says_logging_is_delayed(
+    page: Callable[[], AppTest], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+    at = page()
+    assert not at.exception
+    assert "database is unreachable" in texts(at.warning)
+    assert "History is unavailable" in texts(at.warning)
+
+    at.file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
+    at.button(key="predict-upload").click().run()
+    assert any(m.label == "Prediction" and m.value == "1" for m in at.metric)
+    assert "saved locally" in texts(at.info)
+    spool = (tmp_path / "app-spool.jsonl").read_text().splitlines()
+    assert len(spool) == 1 and '"predicted_digit":1' in spool[0]
+    assert not at.exception

@@ -1,0 +1,211 @@
+"""The page in a real browser (Playwright + Debian's Chromium): draw, predict, label, upload, touch, phone size.
+
+Each test drives the real app (a Streamlit server on a free port, the shipped model) against a throwaway
+PostgreSQL database, and checks what landed in it. Screenshots go to test-artifacts/ (and, with
+UPDATE_SCREENSHOTS=1, to .github/screenshots/ for the README).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from PIL import Image, ImageDraw
+
+import browser
+import pg
+
+pytestmark = pytest.mark.browser
+SCREENSHOTS = Path(__file__).resolve().parent.parent / ".github" / "screenshots"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1100, "height": 1000}
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def app_db(admin_dsn: str) -> Iterator[str]:
+    dsn = pg.create_database(admin_dsn, prefix="mnist_browser")
+    yield dsn
+    pg.drop_database(admin_dsn, dsn)
+
+
+@pytest.fixture(scope="module")
+def app_url(app_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    spool = tmp_path_factory.mktemp("spool") / "spool.jsonl"
+    with browser.running_app({"DATABASE_URL": app_db, "SPOOL_PATH": str(spool), "MODEL_PATH": ""}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    path = browser.chromium_path()
+    if path is None:
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    with playwright_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=path, args=browser.CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def open_page(chromium: Any, url: str, viewport: dict[str, int] = DESKTOP, touch: bool = False) -> Any:
+    context = chromium.new_context(viewport=viewport, has_touch=touch, is_mobile=touch)
+    page = context.new_page()
+    page.goto(url)
+    browser.canvas_box(page)
+    page.wait_for_timeout(300)  # let the canvas finish mounting
+    return page
+
+
+def newest_row(dsn: str) -> tuple[int, int, float, int | None, int] | None:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT id, predicted_digit, confidence, true_label, length(image) "
+            "FROM predictions ORDER BY id DESC LIMIT 1"
+        )
+        row = cur.fetchone()
+    conn.close()
+    return row
+
+
+def count_rows(dsn: str) -> int:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM predictions")
+        row = cur.fetchone()
+        assert row is not None
+        n = int(row[0])
+    conn.close()
+    return n
+
+
+def predict(page: Any) -> str:
+    page.get_by_role("button", name="Predict", exact=True).first.click()
+    return browser.metric_value(page, "Prediction")
+
+
+def screenshot(page: Any, name: str) -> None:
+    """Whole page: Streamlit scrolls inside its own container, so grow the viewport to the content first."""
+    height = page.evaluate(
+        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], section, body')]"
+        ".map(e => e.scrollHeight))"
+    )
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 4000)})
+    page.wait_for_timeout(400)
+    browser.ARTIFACTS.mkdir(exist_ok=True)
+    path = browser.ARTIFACTS / name
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, SCREENSHOTS / name)
+
+
+@pytest.mark.parametrize("digit", [1, 7, 0])
+def test_drawn_digit_is_predicted_labelled_and_stored(chromium: Any, app_url: str, app_db: str, digit: int) -> None:
+    page = open_page(chromium, app_url)
+    before = count_rows(app_db)
+    browser.mouse_strokes(page, browser.DIGITS[digit])
+    assert predict(page) == str(digit)
+    page.wait_for_timeout(300)
+    assert count_rows(app_db) == before + 1, "one prediction, one row"
+    row_id, predicted, confidence, label, image_size = newest_row(app_db)  # type: ignore[misc]
+    assert predicted == digit and 0.5 < confidence <= 1.0 and label is None and image_size > 50
+    shown = page.get_by_text("Confidence").first.inner_text()
+    assert f"{confidence:.1%}" in shown
+
+    if digit == 0:  # the picker path: choose the digit, then Submit
+        page.get_by_role("radiogroup", name="No, the true digit is").get_by_role("radio", name="0", exact=True).click()
+        page.get_by_role("button", name="Submit label").click()
+    else:  # the one-click path
+        page.get_by_role("button", name=f"Yes, it's {digit}").click()
+    page.get_by_text("Saved true label").wait_for(timeout=15_000)
+    assert newest_row(app_db)[3] == digit  # type: ignore[index]
+    assert count_rows(app_db) == before + 1, "feedback updates the row, never adds one"
+    if digit == 7:
+        screenshot(page, "desktop.png")
+    page.context.close()
+
+
+def test_empty_canvas_shows_the_message_and_writes_nothing(chromium: Any, app_url: str, app_db: str) -> None:
+    page = open_page(chromium, app_url)
+    before = count_rows(app_db)
+    page.get_by_role("button", name="Predict", exact=True).first.click()
+    page.get_by_text("Draw a digit first").wait_for(timeout=15_000)
+    assert count_rows(app_db) == before
+    page.context.close()
+
+
+def test_clear_empties_the_canvas(chromium: Any, app_url: str, app_db: str) -> None:
+    page = open_page(chromium, app_url)
+    browser.mouse_strokes(page, browser.DIGITS[1])
+    page.get_by_role("button", name="Clear").click()
+    page.wait_for_timeout(800)
+    before = count_rows(app_db)
+    page.get_by_role("button", name="Predict", exact=True).first.click()
+    page.get_by_text("Draw a digit first").wait_for(timeout=15_000)
+    assert count_rows(app_db) == before
+    page.context.close()
+
+
+def test_uploaded_png_goes_through_the_same_flow(chromium: Any, app_url: str, app_db: str) -> None:
+    image = Image.new("RGB", (240, 240), "white")
+    ImageDraw.Draw(image).line([(60, 50), (180, 50), (110, 200)], fill="black", width=18)  # a "7" in ink
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    page = open_page(chromium, app_url)
+    page.get_by_role("tab", name="Upload").click()
+    page.locator("input[type=file]").set_input_files(
+        files=[{"name": "seven.png", "mimeType": "image/png", "buffer": buffer.getvalue()}]
+    )
+    page.get_by_role("button", name="Predict", exact=True).last.click()
+    page.wait_for_timeout(300)
+    assert browser.metric_value(page, "Prediction") == "7"
+    assert newest_row(app_db)[1] == 7  # type: ignore[index]
+    page.context.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Issue 7: strokes that start in the canvas's top-right band, with no hover first
+
+
+def test_touch_stroke_starting_in_the_top_right_band_registers(chromium: Any, app_url: str, app_db: str) -> None:
+    page = open_page(chromium, app_url, viewport=PHONE, touch=True)
+    browser.touch_strokes(page, browser.DIGITS[5])  # its top bar starts at x=225, y=14
+    assert predict(page) == "5", "the top bar of the 5 was lost"
+    assert newest_row(app_db)[1] == 5  # type: ignore[index]
+    screenshot(page, "phone.png")
+    page.context.close()
+
+
+def test_mouse_stroke_starting_in_the_top_right_band_registers(chromium: Any, app_url: str) -> None:
+    page = open_page(chromium, app_url)
+    browser.mouse_strokes(page, browser.DIGITS[5])
+    assert predict(page) == "5", "the top bar of the 5 was lost"
+    page.context.close()
+
+
+def test_phone_viewport_fits_without_horizontal_scrolling(chromium: Any, app_url: str) -> None:
+    page = open_page(chromium, app_url, viewport=PHONE, touch=True)
+    box = browser.canvas_box(page)
+    assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    browser.touch_strokes(page, browser.DIGITS[1])
+    predict(page)
+    overflow = page.evaluate(
+        "() => [...document.querySelectorAll('*')].filter(e => e.scrollWidth > e.clientWidth + 1"
+        " && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX)).map(e => e.className).slice(0, 5)"
+    )
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    assert overflow == [], f"horizontally scrolling elements: {overflow}"
+    for name in ("Predict", "Yes, it's 1", "Submit label"):
+        button = page.get_by_role("button", name=name, exact=True).first
+        button.scroll_into_view_if_needed()
+        b = button.bounding_box()
+        assert b is not None and b["x"] >= 0 and b["x"] + b["width"] <= PHONE["width"], name
+    page.context.close()
