@@ -1,0 +1,34 @@
+# The app image: Streamlit + the shipped model, CPU-only torch, run as a non-root user.
+#   docker compose up -d --build      (see DEPLOYMENT.md)
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# torch/torchvision: the CPU wheels of the versions requirements.txt pins (the default wheels bring GBs of CUDA).
+# pgserver (the embedded database for `make run`) is left out: Compose always provides PostgreSQL.
+COPY requirements.txt .
+RUN pip install --index-url https://download.pytorch.org/whl/cpu $(grep -E '^(torch|torchvision)==' requirements.txt) \
+ && grep -v -E '^(torch|torchvision|pgserver)==' requirements.txt > /tmp/requirements-runtime.txt \
+ && pip install -r /tmp/requirements-runtime.txt \
+ && rm /tmp/requirements-runtime.txt
+
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
+ && mkdir -p /app/data /app/models \
+ && chown app:app /app/data
+
+# Runtime files only (.dockerignore keeps the rest out of the build context).
+COPY .streamlit/ .streamlit/
+COPY app.py utils.py db.py ./
+COPY models/model.pth models/model.pth
+
+USER app
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).status != 200)"
+
+CMD ["streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0"]

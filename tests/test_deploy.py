@@ -1,0 +1,97 @@
+"""The deployment files keep their promises: Compose validates, non-root image, healthchecks, no public database."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_ENV = {"POSTGRES_PASSWORD": "only-for-validation", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+def test_docker_compose_config_accepts_the_file() -> None:
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+    for args in (["config", "-q"], ["--profile", "https", "config", "-q"]):
+        result = subprocess.run(["docker-compose", *args], cwd=ROOT, env=COMPOSE_ENV, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
+def test_compose_refuses_to_start_without_a_password() -> None:
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose not installed")
+    env = {"PATH": COMPOSE_ENV["PATH"]}
+    result = subprocess.run(["docker-compose", "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode != 0 and "POSTGRES_PASSWORD" in result.stderr
+
+
+def test_database_is_private_persistent_and_healthchecked() -> None:
+    services = compose()["services"]
+    database = services["db"]
+    assert database["image"].startswith("postgres:17")
+    assert "ports" not in database, "the database port must not be published"
+    assert any(v.startswith("pgdata:/var/lib/postgresql/data") for v in database["volumes"])
+    assert "pgdata" in compose()["volumes"]
+    assert "pg_isready" in " ".join(database["healthcheck"]["test"])
+    assert database["restart"] == "unless-stopped"
+
+
+def test_app_waits_for_a_healthy_database_and_takes_credentials_from_env() -> None:
+    app = compose()["services"]["app"]
+    assert app["depends_on"]["db"]["condition"] == "service_healthy"
+    assert app["restart"] == "unless-stopped"
+    assert any(p.endswith(":8501:8501") for p in app["ports"])
+    for key, value in {**app["environment"], **compose()["services"]["db"]["environment"]}.items():
+        if "PASSWORD" in key:
+            assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?.*\}", value), f"{key} must come from .env"
+
+
+def test_https_proxy_is_an_optional_profile_on_80_and_443() -> None:
+    caddy = compose()["services"]["caddy"]
+    assert caddy["profiles"] == ["https"]
+    assert set(caddy["ports"]) == {"80:80", "443:443"}
+
+
+def test_image_runs_as_non_root_with_a_healthcheck_and_cpu_torch() -> None:
+    text = dockerfile()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    users = re.findall(r"^USER (\S+)", text, flags=re.M)
+    assert users and users[-1] not in ("root", "0")
+    assert re.search(r"^HEALTHCHECK .*\n?.*_stcore/health", text, flags=re.M)
+    assert "whl/cpu" in text
+    assert "COPY models/model.pth" in text
+
+
+def test_build_context_has_runtime_files_only() -> None:
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert ignore[ignore.index("*")] == "*"
+    allowed = {line[1:] for line in ignore if line.startswith("!")}
+    assert {"app.py", "utils.py", "db.py", "models/model.pth", "requirements.txt"} <= allowed
+    assert not any(name.startswith(("tests", "data", ".venv", ".env")) for name in allowed)
+    copied = re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", dockerfile(), flags=re.M)
+    for sources in copied:
+        for source in sources.split():
+            assert source in allowed, f"{source} is copied but excluded from the build context"
+
+
+def test_env_example_documents_every_variable_the_code_reads() -> None:
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
+    code = "".join((ROOT / name).read_text() for name in ("app.py", "db.py", "utils.py", "train.py"))
+    read = set(re.findall(r"""(?:environ\.get|_env|getenv)\(\s*["']([A-Z][A-Z0-9_]+)""", code))
+    read |= set(re.findall(r"""environ\[["']([A-Z][A-Z0-9_]+)""", code))
+    compose_vars = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
+    missing = (read | compose_vars) - documented
+    assert not missing, f"undocumented variables: {sorted(missing)}"
