@@ -25,6 +25,7 @@ import utils
 CANVAS_SIZE = 280
 PEN_WIDTH = (8, 40, 20)  # min, max, default: ~2 px strokes once a full-height digit is scaled into MNIST's 20 px box
 HISTORY_SIZES = (50, 100, 500)
+BAR_PREDICTED, BAR_OTHER = "#4F46E5", "#CBD5E1"
 CORRECTNESS = {"All": None, "Correct": True, "Incorrect": False}
 
 st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/draw:", layout="centered")
@@ -111,6 +112,9 @@ def predict_and_log(checkpoint: utils.Checkpoint, database: db.Database, image: 
         st.error(f"That image cannot be read: {exc}")
         return
     png = prediction.png
+    previous = st.session_state.get(slot)
+    if previous and previous["png"] == png:  # Predict pressed again on the same drawing: same row, no duplicate
+        return
     row_id = database.log_prediction(
         prediction.digit, prediction.confidence, prediction.probabilities, png, checkpoint.version
     )
@@ -126,25 +130,38 @@ def show_result(database: db.Database, slot: str) -> None:
     with left:
         st.metric("Prediction", prediction.digit)
         st.markdown(f"Confidence **{prediction.confidence:.1%}**")
-        st.image(result["png"], caption="What the model saw (28×28)", width=112)
+        st.html(model_input_html(result["png"]))
     with right:
-        chart = pd.DataFrame({"digit": [str(d) for d in utils.CLASSES], "probability": prediction.probabilities})
-        bars = (
-            alt.Chart(chart, height=220)
-            .mark_bar()
-            .encode(
-                x=alt.X("digit:N", sort=None, axis=alt.Axis(labelAngle=0)),
-                y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-                color=alt.condition(
-                    alt.datum.digit == str(prediction.digit), alt.value("#4F46E5"), alt.value("#CBD5E1")
-                ),
-                tooltip=["digit", alt.Tooltip("probability:Q", format=".2%")],
-            )
-        )
-        st.altair_chart(bars, use_container_width=True)
+        st.html(probability_bars_html(prediction.probabilities, prediction.digit))
     if result["id"] < 0:
         st.info("The database is unreachable: this prediction is saved locally and will be logged when it is back.")
     feedback(database, slot, result)
+
+
+def model_input_html(png: bytes) -> str:
+    """The 28x28 input, inline (no media request) and pixelated, so the user sees exactly what the model saw."""
+    return (
+        f'<figure style="margin:0"><img src="{thumbnail(png)}" width="112" height="112" '
+        'style="image-rendering:pixelated;border-radius:6px" alt="The 28 by 28 image the model saw">'
+        '<figcaption style="font-size:0.8rem;opacity:0.7">What the model saw (28×28)</figcaption></figure>'
+    )
+
+
+def probability_bars_html(probabilities: list[float], predicted: int) -> str:
+    """All ten probabilities as plain HTML bars: instant to render (a charting library cost ~24 ms per Predict)."""
+    bars = "".join(
+        f'<div title="{digit}: {p:.2%}" aria-label="digit {digit}: {p:.1%}" style="flex:1;display:flex;'
+        'flex-direction:column;align-items:center;justify-content:flex-end;height:100%">'
+        f'<div style="font-size:0.7rem;opacity:0.75">{p:.0%}</div>'
+        f'<div style="width:70%;height:{max(p * 100, 1):.1f}%;border-radius:3px 3px 0 0;'
+        f'background:{BAR_PREDICTED if digit == predicted else BAR_OTHER}"></div>'
+        f'<div style="font-weight:{700 if digit == predicted else 400}">{digit}</div></div>'
+        for digit, p in zip(utils.CLASSES, probabilities)
+    )
+    return (
+        '<div role="img" aria-label="Probability of each digit" '
+        f'style="display:flex;gap:2px;height:170px;align-items:flex-end">{bars}</div>'
+    )
 
 
 def feedback(database: db.Database, slot: str, result: dict[str, Any]) -> None:
@@ -153,6 +170,8 @@ def feedback(database: db.Database, slot: str, result: dict[str, Any]) -> None:
     label: int | None = None
     if st.button(f"Yes, it's {prediction.digit}", key=f"{slot}-correct", icon=":material/check:"):
         label = prediction.digit
+    # Ten one-tap buttons (a dropdown stopped opening after a Predict rerun, seen in Chromium); the form keeps a
+    # pick from rerunning anything until Submit.
     with st.form(f"{slot}-label-form", border=False, clear_on_submit=False):
         picked = st.segmented_control(
             "No, the true digit is", utils.CLASSES, key=f"{slot}-picked", selection_mode="single"
@@ -181,10 +200,8 @@ def feedback(database: db.Database, slot: str, result: dict[str, Any]) -> None:
 @st.fragment
 def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     st.session_state.setdefault("canvas_round", 0)
-    pen = st.slider("Pen width", *PEN_WIDTH, key="pen_width")
-    canvas_style_fix(key="canvas-style-fix")
     canvas = st_canvas(
-        stroke_width=pen,
+        stroke_width=st.session_state.get("pen_width", PEN_WIDTH[2]),
         stroke_color="#FFFFFF",
         background_color="#000000",
         height=CANVAS_SIZE,
@@ -367,6 +384,9 @@ def main() -> None:
         [":material/draw: Draw", ":material/upload: Upload", ":material/history: History", ":material/insights: Stats"]
     )
     with draw_tab:
+        # Outside the fragment: a Predict rerun does not re-send them (the pen width is read from the session).
+        st.slider("Pen width", *PEN_WIDTH, key="pen_width")
+        canvas_style_fix(key="canvas-style-fix")
         draw_section(checkpoint, database)
     with upload_tab:
         upload_section(checkpoint, database)

@@ -9,6 +9,7 @@ Figures are printed and saved to test-artifacts/bench.json. Speed is measured he
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import statistics
 import sys
@@ -81,8 +82,8 @@ def bench_db() -> dict[str, Any]:
             database._run(  # fill to 100k rows quickly (server-side), with labels on half of them
                 lambda cur: cur.execute(
                     "INSERT INTO predictions (created_at, predicted_digit, confidence, probabilities, image, "
-                    "model_version, true_label) SELECT now() - g * interval '1 second', g % 10, 0.9, %s, %s, 'bench', "
-                    "CASE WHEN g % 2 = 0 THEN g % 10 END FROM generate_series(1, %s) g",
+                    "model_version, true_label) SELECT now() - g * interval '1 second', mod(g, 10), 0.9, %s, %s, "
+                    "'bench', CASE WHEN mod(g, 2) = 0 THEN mod(g, 10) END FROM generate_series(1, %s) g",
                     (probs, png, 100_000 - 2050),
                 )
             )
@@ -105,8 +106,8 @@ def bench_db() -> dict[str, Any]:
 CLICK_TO_VISIBLE_JS = """
 async () => {
   const button = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Predict');
-  const visible = () => [...document.querySelectorAll('[data-testid="stMetric"]')]
-      .some(m => m.innerText.includes('Prediction'));
+  const visible = () => [...document.querySelectorAll('[data-testid="stMetricLabel"]')]
+      .some(m => m.innerText.trim() === 'Prediction');
   return await new Promise(resolve => {
     const start = performance.now();
     const observer = new MutationObserver(() => {
@@ -121,7 +122,11 @@ async () => {
 
 def page_sample(page: Any) -> float:
     page.get_by_role("button", name="Clear").click()
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stMetric\"]')", timeout=15_000)
+    page.wait_for_function(
+        "() => ![...document.querySelectorAll('[data-testid=\"stMetricLabel\"]')]"
+        ".some(m => m.innerText.trim() === 'Prediction')",
+        timeout=15_000,
+    )
     page.wait_for_timeout(300)
     browser.mouse_strokes(page, browser.DIGITS[7])
     page.wait_for_timeout(300)
@@ -139,7 +144,10 @@ def bench_page(draws: int = 20) -> dict[str, Any]:
         dsn = pg.create_database(admin, prefix="mnist_bench")
         env = {"DATABASE_URL": dsn, "SPOOL_PATH": str(Path(tmp) / "spool.jsonl"), "MODEL_PATH": ""}
         try:
-            with browser.running_app(env) as app_url, browser.running_app(env, "tests/bench_page.py") as trivial_url:
+            with (
+                browser.running_app(env, os.environ.get("BENCH_APP", "app.py")) as app_url,
+                browser.running_app(env, "tests/bench_page.py") as trivial_url,
+            ):
                 with sync_playwright() as p:
                     chromium = p.chromium.launch(executable_path=path, args=browser.CHROMIUM_ARGS)
                     pages = {}
@@ -167,11 +175,11 @@ def bench_page(draws: int = 20) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", default=["inference", "db", "page"], choices=["inference", "db", "page"])
-    args = parser.parse_args()
     benches = {"inference": bench_inference, "db": bench_db, "page": bench_page}
+    parser.add_argument("which", nargs="*", choices=[*benches, []], help="which benchmarks (default: all)")
+    args = parser.parse_args()
     results = {}
-    for name in args.which:
+    for name in args.which or list(benches):
         print(f"== {name}", flush=True)
         results[name] = benches[name]()
         for label, figures in results[name].items():

@@ -153,6 +153,7 @@ def touch_strokes(page: Any, strokes: Sequence[Stroke]) -> None:
 
 
 def metric_value(page: Any, label: str, timeout: float = 20_000) -> str:
-    metric = page.locator('[data-testid="stMetric"]', has_text=label).first
+    label_exactly = page.locator('[data-testid="stMetricLabel"]').get_by_text(label, exact=True)
+    metric = page.locator('[data-testid="stMetric"]').filter(has=label_exactly).first
     metric.wait_for(timeout=timeout)
     return str(metric.locator('[data-testid="stMetricValue"]').inner_text()).strip()

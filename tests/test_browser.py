@@ -119,6 +119,9 @@ def test_drawn_digit_is_predicted_labelled_and_stored(chromium: Any, app_url: st
     assert predicted == digit and 0.5 < confidence <= 1.0 and label is None and image_size > 50
     shown = page.get_by_text("Confidence").first.inner_text()
     assert f"{confidence:.1%}" in shown
+    page.get_by_role("button", name="Predict", exact=True).first.click()  # again, same drawing
+    page.wait_for_timeout(800)
+    assert count_rows(app_db) == before + 1, "pressing Predict again on the same drawing logs nothing new"
 
     if digit == 0:  # the picker path: choose the digit, then Submit
         page.get_by_role("radiogroup", name="No, the true digit is").get_by_role("radio", name="0", exact=True).click()

@@ -95,3 +95,17 @@ def test_env_example_documents_every_variable_the_code_reads() -> None:
     compose_vars = set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)", (ROOT / "docker-compose.yml").read_text()))
     missing = (read | compose_vars) - documented
     assert not missing, f"undocumented variables: {sorted(missing)}"
+
+
+def test_github_workflow_gates_on_evaluation_and_deploys_only_from_main() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    jobs = workflow["jobs"]
+    assert {"lint", "typecheck", "test", "evaluate", "image", "deploy"} <= set(jobs)
+    assert "postgres" in jobs["test"]["services"]
+    gate = " ".join(step.get("run", "") for step in jobs["evaluate"]["steps"])
+    assert "0.995" in gate
+    deploy = jobs["deploy"]
+    assert "refs/heads/main" in deploy["if"] and set(deploy["needs"]) >= {"test", "evaluate"}
+    script = deploy["steps"][-1]["run"]
+    assert "secrets." not in script, "secrets reach the script through env, never inline"
+    assert "rolling back" in script and "Health.Status" in script
