@@ -26,6 +26,12 @@ CANVAS_SIZE = 280
 PEN_WIDTH = (8, 40, 20)  # min, max, default: ~2 px strokes once a full-height digit is scaled into MNIST's 20 px box
 HISTORY_SIZES = (50, 100, 500)
 BAR_PREDICTED, BAR_OTHER = "#4F46E5", "#CBD5E1"
+TABS = {
+    "draw": ":material/draw: Draw",
+    "upload": ":material/upload: Upload",
+    "history": ":material/history: History",
+    "stats": ":material/insights: Stats",
+}
 CORRECTNESS = {"All": None, "Correct": True, "Incorrect": False}
 
 st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/draw:", layout="centered")
@@ -211,11 +217,11 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
         key=f"canvas-{st.session_state.canvas_round}",
     )
     predict_col, clear_col = st.columns(2)
-    if clear_col.button("Clear", use_container_width=True):
+    if clear_col.button("Clear", width="stretch"):
         st.session_state.canvas_round += 1  # a new key mounts an empty canvas
         st.session_state.pop("draw_result", None)
         st.rerun(scope="fragment")
-    if predict_col.button("Predict", type="primary", use_container_width=True):
+    if predict_col.button("Predict", type="primary", width="stretch"):
         predict_and_log(checkpoint, database, canvas.image_data, "draw_result")
     show_result(database, "draw_result")
 
@@ -275,7 +281,7 @@ def history_section(database: db.Database) -> None:
     st.dataframe(
         table,
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         column_config={
             "Time": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
             "Image": st.column_config.ImageColumn(width="small"),
@@ -319,7 +325,7 @@ def stats_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
                     y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
                     tooltip=["digit", alt.Tooltip("accuracy:Q", format=".1%"), "labelled"],
                 ),
-                use_container_width=True,
+                width="stretch",
             )
             cells = pd.DataFrame(
                 [
@@ -335,7 +341,7 @@ def stats_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
             st.altair_chart(
                 base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(scheme="blues")))
                 + base.mark_text().encode(text=alt.condition(alt.datum.count > 0, "count:Q", alt.value(""))),
-                use_container_width=True,
+                width="stretch",
             )
         if stats["daily"]:
             daily = pd.DataFrame(stats["daily"]).rename(columns={"day": "Day"}).set_index("Day")
@@ -380,20 +386,23 @@ def main() -> None:
             "they will be logged when it is back.",
             icon="⚠️",
         )
-    draw_tab, upload_tab, history_tab, stats_tab = st.tabs(
-        [":material/draw: Draw", ":material/upload: Upload", ":material/history: History", ":material/insights: Stats"]
-    )
-    with draw_tab:
-        # Outside the fragment: a Predict rerun does not re-send them (the pen width is read from the session).
-        st.slider("Pen width", *PEN_WIDTH, key="pen_width")
-        canvas_style_fix(key="canvas-style-fix")
-        draw_section(checkpoint, database)
-    with upload_tab:
-        upload_section(checkpoint, database)
-    with history_tab:
-        history_section(database)
-    with stats_tab:
-        stats_section(checkpoint, database)
+    # Lazy tabs: only the open tab runs, and opening one reruns it, so History and Stats always show the latest rows.
+    draw_tab, upload_tab, history_tab, stats_tab = st.tabs(list(TABS.values()), key="tab", on_change="rerun")
+    if draw_tab.open:
+        with draw_tab:
+            # Outside the fragment: a Predict rerun does not re-send them (the pen width is read from the session).
+            st.slider("Pen width", *PEN_WIDTH, key="pen_width")
+            canvas_style_fix(key="canvas-style-fix")
+            draw_section(checkpoint, database)
+    if upload_tab.open:
+        with upload_tab:
+            upload_section(checkpoint, database)
+    if history_tab.open:
+        with history_tab:
+            history_section(database)
+    if stats_tab.open:
+        with stats_tab:
+            stats_section(checkpoint, database)
 
 
 main()

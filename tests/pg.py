@@ -33,6 +33,16 @@ class PrivateServer:
         self.server.ensure_postgres_running()
 
 
+def count_rows(dsn: str) -> int:
+    """Rows in the predictions table, read over a connection of its own (what really landed)."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM predictions")
+        row = cur.fetchone()
+    conn.close()
+    assert row is not None
+    return int(row[0])
+
+
 def with_dbname(dsn: str, dbname: str) -> str:
     params = psycopg2.extensions.parse_dsn(dsn)
     params["dbname"] = dbname

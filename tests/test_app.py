@@ -46,6 +46,12 @@ def page(
     st.cache_resource.clear()
 
 
+def open_tab(at: AppTest, name: str) -> AppTest:
+    """Select a tab the way a click does (the tabs are lazy: only the open one runs)."""
+    at.session_state["tab"] = next(t.label for t in at.tabs if t.label.endswith(name))
+    return at.run()
+
+
 def texts(elements: object) -> str:
     return " | ".join(str(e.value) for e in elements)  # type: ignore[attr-defined]
 
@@ -119,7 +125,7 @@ def one_png() -> bytes:
 
 
 def test_upload_flow_predicts_and_logs(page: Callable[[], AppTest], database_url: str) -> None:
-    at = page()
+    at = open_tab(page(), "Upload")
     at.file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
     at.button(key="predict-upload").click().run()
     assert not at.exception
@@ -128,7 +134,7 @@ def test_upload_flow_predicts_and_logs(page: Callable[[], AppTest], database_url
 
 
 def test_not_an_image_upload_shows_a_message(page: Callable[[], AppTest], database_url: str) -> None:
-    at = page()
+    at = open_tab(page(), "Upload")
     at.file_uploader(key="upload").upload("x.png", b"definitely not a png", "image/png").run()
     assert "not a readable image" in texts(at.error)
     assert not at.exception and rows(database_url) == []
@@ -138,7 +144,7 @@ def test_history_lists_filters_and_offers_csv(page: Callable[[], AppTest], datab
     for digit in (1, 1, 2, 7):
         pid = database.log_prediction(digit, 0.8, [0.1] * 10, utils.to_png(np.zeros((28, 28))), "v")
         database.set_true_label(pid, digit if digit != 7 else 1)
-    at = page()
+    at = open_tab(page(), "History")
     assert len(at.dataframe[0].value) == 4
     at.selectbox(key="history_digit").set_value(1).run()
     assert list(at.dataframe[0].value["Predicted"]) == [1, 1]
@@ -151,7 +157,7 @@ def test_history_lists_filters_and_offers_csv(page: Callable[[], AppTest], datab
 def test_stats_show_totals_accuracy_and_the_model_card(page: Callable[[], AppTest], database: db.Database) -> None:
     for digit, label in [(1, 1), (2, 3)]:
         database.set_true_label(database.log_prediction(digit, 0.9), label)
-    at = page()
+    at = open_tab(page(), "Stats")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Predictions"] == "2" and metrics["With feedback"] == "2"
     assert metrics["Accuracy on feedback"] == "50.0%"
@@ -175,9 +181,9 @@ def test_database_down_still_predicts_and_says_logging_is_delayed(
     at = page()
     assert not at.exception
     assert "database is unreachable" in texts(at.warning)
-    assert "History is unavailable" in texts(at.warning)
+    assert "History is unavailable" in texts(open_tab(at, "History").warning)
 
-    at.file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
+    open_tab(at, "Upload").file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
     at.button(key="predict-upload").click().run()
     assert any(m.label == "Prediction" and m.value == "1" for m in at.metric)
     assert "saved locally" in texts(at.info)

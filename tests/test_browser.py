@@ -74,16 +74,6 @@ def newest_row(dsn: str) -> tuple[int, int, float, int | None, int] | None:
     return row
 
 
-def count_rows(dsn: str) -> int:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM predictions")
-        row = cur.fetchone()
-        assert row is not None
-        n = int(row[0])
-    conn.close()
-    return n
-
-
 def predict(page: Any) -> str:
     page.get_by_role("button", name="Predict", exact=True).first.click()
     return browser.metric_value(page, "Prediction")
@@ -110,18 +100,18 @@ def screenshot(page: Any, name: str) -> None:
 @pytest.mark.parametrize("digit", [1, 7, 0])
 def test_drawn_digit_is_predicted_labelled_and_stored(chromium: Any, app_url: str, app_db: str, digit: int) -> None:
     page = open_page(chromium, app_url)
-    before = count_rows(app_db)
+    before = pg.count_rows(app_db)
     browser.mouse_strokes(page, browser.DIGITS[digit])
     assert predict(page) == str(digit)
     page.wait_for_timeout(300)
-    assert count_rows(app_db) == before + 1, "one prediction, one row"
+    assert pg.count_rows(app_db) == before + 1, "one prediction, one row"
     row_id, predicted, confidence, label, image_size = newest_row(app_db)  # type: ignore[misc]
     assert predicted == digit and 0.5 < confidence <= 1.0 and label is None and image_size > 50
     shown = page.get_by_text("Confidence").first.inner_text()
     assert f"{confidence:.1%}" in shown
     page.get_by_role("button", name="Predict", exact=True).first.click()  # again, same drawing
     page.wait_for_timeout(800)
-    assert count_rows(app_db) == before + 1, "pressing Predict again on the same drawing logs nothing new"
+    assert pg.count_rows(app_db) == before + 1, "pressing Predict again on the same drawing logs nothing new"
 
     if digit == 0:  # the picker path: choose the digit, then Submit
         page.get_by_role("radiogroup", name="No, the true digit is").get_by_role("radio", name="0", exact=True).click()
@@ -130,18 +120,25 @@ def test_drawn_digit_is_predicted_labelled_and_stored(chromium: Any, app_url: st
         page.get_by_role("button", name=f"Yes, it's {digit}").click()
     page.get_by_text("Saved true label").wait_for(timeout=15_000)
     assert newest_row(app_db)[3] == digit  # type: ignore[index]
-    assert count_rows(app_db) == before + 1, "feedback updates the row, never adds one"
+    assert pg.count_rows(app_db) == before + 1, "feedback updates the row, never adds one"
     if digit == 7:
         screenshot(page, "desktop.png")
+        page.get_by_role("tab", name="History").click()  # opening a tab reruns it: the new row is there
+        page.locator('[data-testid="stDataFrame"]').wait_for(timeout=15_000)
+        assert page.get_by_text("No predictions yet").count() == 0
     page.context.close()
+
+
+def predict_asks_to_draw_and_writes_nothing(page: Any, app_db: str) -> None:
+    before = pg.count_rows(app_db)
+    page.get_by_role("button", name="Predict", exact=True).first.click()
+    page.get_by_text("Draw a digit first").wait_for(timeout=15_000)
+    assert pg.count_rows(app_db) == before
 
 
 def test_empty_canvas_shows_the_message_and_writes_nothing(chromium: Any, app_url: str, app_db: str) -> None:
     page = open_page(chromium, app_url)
-    before = count_rows(app_db)
-    page.get_by_role("button", name="Predict", exact=True).first.click()
-    page.get_by_text("Draw a digit first").wait_for(timeout=15_000)
-    assert count_rows(app_db) == before
+    predict_asks_to_draw_and_writes_nothing(page, app_db)
     page.context.close()
 
 
@@ -150,10 +147,7 @@ def test_clear_empties_the_canvas(chromium: Any, app_url: str, app_db: str) -> N
     browser.mouse_strokes(page, browser.DIGITS[1])
     page.get_by_role("button", name="Clear").click()
     page.wait_for_timeout(800)
-    before = count_rows(app_db)
-    page.get_by_role("button", name="Predict", exact=True).first.click()
-    page.get_by_text("Draw a digit first").wait_for(timeout=15_000)
-    assert count_rows(app_db) == before
+    predict_asks_to_draw_and_writes_nothing(page, app_db)
     page.context.close()
 
 

@@ -16,16 +16,6 @@ import pg
 PROBS = [0.01] * 9 + [0.91]
 
 
-def count_rows(dsn: str) -> int:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM predictions")
-        row = cur.fetchone()
-        assert row is not None
-        n = int(row[0])
-    conn.close()
-    return n
-
-
 def test_log_and_read_back_one_prediction(database: db.Database) -> None:
     pid = database.log_prediction(7, 0.91, PROBS, b"\x89PNG-bytes", "v1")
     assert pid > 0
@@ -57,7 +47,7 @@ def test_bad_values_are_refused_with_a_clear_error_and_write_nothing(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         call(database)  # type: ignore[operator]
-    assert count_rows(database_url) == 0
+    assert pg.count_rows(database_url) == 0
     assert database.pending() == 0
 
 
@@ -99,7 +89,7 @@ def test_eight_threads_times_250_writes_give_2000_unique_rows(database: db.Datab
     for t in threads:
         t.join()
     assert len(ids) == 2000 and len(set(ids)) == 2000 and min(ids) > 0
-    assert count_rows(database_url) == 2000
+    assert pg.count_rows(database_url) == 2000
     assert database.pending() == 0
 
 
