@@ -227,8 +227,9 @@ def _pixels(image_data: np.ndarray | Image.Image) -> tuple[np.ndarray, float]:
 
 def _unit(plane: np.ndarray, top: float) -> np.ndarray:
     """A plane as float32 in [0, 1]."""
-    out = plane.astype(np.float32) * np.float32(1.0 / top)
-    return out if plane.dtype == np.uint8 else np.clip(out, 0.0, 1.0, out=out)
+    if plane.dtype != np.uint8:
+        plane = np.clip(plane, 0, top)  # before the float32 cast: negative or huge values must not wrap or overflow
+    return plane.astype(np.float32) * np.float32(1.0 / top)
 
 
 def _ink_map(arr: np.ndarray, top: float) -> np.ndarray:
@@ -247,7 +248,7 @@ def _ink_map(arr: np.ndarray, top: float) -> np.ndarray:
         # (slicing alpha off first would cost a 0.4 ms copy).
         arr = np.asarray(Image.fromarray(np.ascontiguousarray(full)).convert("L"))
     elif arr.ndim == 3:
-        arr = arr.astype(np.float32) @ LUMA
+        arr = np.clip(arr, 0, top).astype(np.float32) @ LUMA
     grey = _unit(arr, top)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     # Dark ink on light paper (photos, scans) has a light border: invert so ink is high.
