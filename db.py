@@ -258,30 +258,13 @@ class Database:
                 self._pool.closeall()
                 self._pool = None
 
-    def ping(self) -> bool:
-        try:
-            self._run(lambda cur: cur.execute("SELECT 1"))
-            return True
-        except DatabaseUnavailable:
-            return False
-
     # -- schema ------------------------------------------------------------------------------------------------
 
     def init_db(self) -> None:
         """Create or migrate the schema (idempotent, additive), then replay any spooled writes."""
-
-        def migrate(cur: Any) -> None:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-            for statement in SCHEMA:
-                cur.execute(statement)
-
-        self._run(migrate)
-        self._schema_ready = True
+        self._schema_ready = False
+        self._run(self._ensure_schema_in)
         self.flush_spool()
-
-    def _ensure_schema(self) -> None:
-        if not self._schema_ready:
-            self.init_db()
 
     # -- writes ------------------------------------------------------------------------------------------------
 
@@ -370,6 +353,7 @@ class Database:
         return int(row["id"]) if row else None
 
     def _ensure_schema_in(self, cur: Any) -> None:
+        """Run the schema statements once per handle, inside the caller's transaction (any first read or write)."""
         if not self._schema_ready:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
             for statement in SCHEMA:
