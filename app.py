@@ -135,7 +135,7 @@ def show_result(database: db.Database, slot: str) -> None:
     left, right = st.columns([1, 2])
     with left:
         st.metric("Prediction", prediction.digit)
-        st.markdown(f"Confidence **{prediction.confidence:.1%}**")
+        st.markdown(f"Confidence **{utils.format_confidence(prediction.confidence)}**")
         st.html(model_input_html(result["png"]))
     with right:
         st.html(probability_bars_html(prediction.probabilities, prediction.digit))

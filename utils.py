@@ -349,6 +349,15 @@ def classify(model: nn.Module, image_data: np.ndarray | Image.Image) -> Predicti
     return Prediction(digit, probabilities[digit], probabilities, model_input)
 
 
+def format_confidence(probability: float) -> str:
+    """A probability as the page shows it: 97.3%, 99.97% near the top, never a rounded-up 100% short of certainty."""
+    if probability < 0.995:
+        return f"{probability:.1%}"
+    if probability < 1.0 and round(probability * 100, 2) >= 100.0:
+        return ">99.99%"
+    return f"{probability:.2%}"
+
+
 def to_png(image_array: np.ndarray) -> bytes:
     """The 28x28 model input as a greyscale PNG (what the log stores and the page shows)."""
     pixels = (np.clip(np.asarray(image_array, dtype=np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)

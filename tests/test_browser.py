@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 
 import browser
 import pg
+import utils
 
 pytestmark = pytest.mark.browser
 SCREENSHOTS = Path(__file__).resolve().parent.parent / ".github" / "screenshots"
@@ -108,7 +109,7 @@ def test_drawn_digit_is_predicted_labelled_and_stored(chromium: Any, app_url: st
     row_id, predicted, confidence, label, image_size = newest_row(app_db)  # type: ignore[misc]
     assert predicted == digit and 0.5 < confidence <= 1.0 and label is None and image_size > 50
     shown = page.get_by_text("Confidence").first.inner_text()
-    assert f"{confidence:.1%}" in shown
+    assert utils.format_confidence(confidence) in shown
     page.get_by_role("button", name="Predict", exact=True).first.click()  # again, same drawing
     page.wait_for_timeout(800)
     assert pg.count_rows(app_db) == before + 1, "pressing Predict again on the same drawing logs nothing new"

@@ -150,6 +150,21 @@ def test_a_dot_is_too_little_ink_to_be_a_digit() -> None:
         utils.preprocess_image(canvas)
 
 
+@pytest.mark.parametrize(
+    "probability, shown",
+    [
+        (0.5, "50.0%"),
+        (0.9731, "97.3%"),
+        (0.9949, "99.5%"),
+        (0.99974, "99.97%"),
+        (0.999996, ">99.99%"),
+        (1.0, "100.00%"),
+    ],
+)
+def test_confidence_is_never_rounded_up_to_certainty(probability: float, shown: str) -> None:
+    assert utils.format_confidence(probability) == shown
+
+
 def test_empty_drawing_error_is_a_value_error() -> None:
     assert issubclass(utils.EmptyDrawingError, ValueError)
 
