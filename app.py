@@ -87,13 +87,9 @@ def get_database() -> db.Database:
 
 
 def database_ready(database: db.Database) -> bool:
-    """Create the schema once; replay spooled writes whenever some wait. False when the database is unreachable."""
+    """Schema ready and spooled writes replayed (db.Database.ensure_ready); False when the database is unreachable."""
     try:
-        if not st.session_state.get("schema_ready"):
-            database.init_db()
-            st.session_state.schema_ready = True
-        elif database.pending():
-            database.flush_spool()
+        database.ensure_ready()
         return True
     except db.DatabaseUnavailable:
         return False

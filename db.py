@@ -352,6 +352,13 @@ class Database:
         row = cur.fetchone()
         return int(row["id"]) if row else None
 
+    def ensure_ready(self) -> None:
+        """Schema created once per handle, spooled writes replayed when some wait; DatabaseUnavailable if down."""
+        if not self._schema_ready:
+            self.init_db()
+        elif self._spool_has_writes():
+            self.flush_spool()
+
     def _ensure_schema_in(self, cur: Any) -> None:
         """Run the schema statements once per handle, inside the caller's transaction (any first read or write)."""
         if not self._schema_ready:
@@ -391,9 +398,12 @@ class Database:
         except FileNotFoundError:
             return 0
 
+    def _spool_has_writes(self) -> bool:
+        return self.spool_path.exists() and self.spool_path.stat().st_size > 0
+
     def _flush_before_write(self) -> None:
         # Spooled writes go first, so that a newer write never lands before an older one (labels would regress).
-        if self.spool_path.exists() and self.spool_path.stat().st_size > 0:
+        if self._spool_has_writes():
             if self.flush_spool() > 0:
                 raise DatabaseUnavailable("older writes are still waiting in the spool")
 
