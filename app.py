@@ -3,14 +3,18 @@
     make run          # or: streamlit run app.py
 
 Layout only: preprocessing and inference live in utils.py, storage in db.py. The model and the database handle are
-created once per process (st.cache_resource); each section is a fragment, so a click reruns only its own section.
+created once per process (st.cache_resource). Each page (Draw, Upload, History, Stats) is an st.navigation page, and
+its interactive part a fragment, so a click reruns only its own section.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import altair as alt
@@ -26,12 +30,6 @@ CANVAS_SIZE = 280
 PEN_WIDTH = (8, 40, 20)  # min, max, default: ~2 px strokes once a full-height digit is scaled into MNIST's 20 px box
 HISTORY_SIZES = (50, 100, 500)
 BAR_PREDICTED, BAR_OTHER = "#4F46E5", "#CBD5E1"
-TABS = {
-    "draw": ":material/draw: Draw",
-    "upload": ":material/upload: Upload",
-    "history": ":material/history: History",
-    "stats": ":material/insights: Stats",
-}
 CORRECTNESS = {"All": None, "Correct": True, "Incorrect": False}
 
 st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/draw:", layout="centered")
@@ -69,6 +67,64 @@ export default function () {
 """ % json.dumps(CANVAS_STYLE)
 canvas_style_fix = st.components.v2.component("mnist_canvas_style_fix", js=CANVAS_STYLE_JS)
 
+# The feedback controls: "Yes, it's N" (one click), or pick the true digit 0-9 and Submit. Plain buttons in one
+# component rather than ~5 Streamlit widgets: mounting those after each Predict cost ~20-30 ms of browser rendering
+# (tests/benchmark.py page), here it is a single element. It sends one trigger, `label`, an int the server validates.
+FEEDBACK_CSS = """
+.feedback { font-family: var(--st-font); color: var(--st-text-color); display: flex; flex-wrap: wrap;
+  align-items: center; gap: 0.5rem 0.75rem; }
+.question { font-weight: 600; width: 100%; margin: 0; }
+button { font: inherit; color: inherit; background: var(--st-background-color); cursor: pointer;
+  border: 1px solid var(--st-border-color, rgba(49, 51, 63, 0.2)); border-radius: var(--st-base-radius, 0.5rem);
+  min-height: 2.5rem; padding: 0.25rem 0.75rem; }
+button:hover:not(:disabled) { border-color: var(--st-primary-color); color: var(--st-primary-color); }
+button:focus-visible { outline: 2px solid var(--st-primary-color); outline-offset: 1px; }
+button:disabled { cursor: not-allowed; opacity: 0.45; }
+.picker { display: flex; flex-wrap: wrap; align-items: center; gap: 0.25rem; }
+.picker span { margin-right: 0.25rem; }
+.picker button { min-width: 2.5rem; padding: 0.25rem 0.5rem; }
+.picker button[aria-checked="true"] { background: var(--st-primary-color); border-color: var(--st-primary-color);
+  color: #fff; }
+"""
+FEEDBACK_JS = """
+export default function ({ data, parentElement, setTriggerValue }) {
+  let root = parentElement.querySelector(".feedback");
+  if (!root) {
+    const digits = Array.from({ length: 10 }, (_, d) =>
+      `<button type="button" role="radio" aria-checked="false" data-digit="${d}">${d}</button>`).join("");
+    root = document.createElement("div");
+    root.className = "feedback";
+    root.innerHTML = `<p class="question">Was it right?</p>
+      <button type="button" class="yes"><span aria-hidden="true">✓ </span><span class="yes-text"></span></button>
+      <div class="picker" role="radiogroup" aria-label="No, the true digit is">
+        <span aria-hidden="true">No, the true digit is</span>${digits}</div>
+      <button type="button" class="submit" disabled>Submit label</button>`;
+    root.addEventListener("click", (event) => {
+      const button = event.target.closest("button");
+      if (!button || button.disabled) return;
+      if (button.classList.contains("yes")) root.send(root.digit);
+      else if (button.classList.contains("submit")) root.send(root.picked);
+      else pick(root, Number(button.dataset.digit));
+    });
+    parentElement.appendChild(root);
+  }
+  root.send = (label) => setTriggerValue("label", label);
+  root.digit = data.digit;
+  root.querySelector(".yes-text").textContent = `Yes, it's ${data.digit}`;
+  if (root.saved !== data.label) {  // a new saved label (or the first render): show it as the current pick
+    root.saved = data.label;
+    pick(root, data.label);
+  }
+}
+function pick(root, digit) {
+  root.picked = digit;
+  for (const radio of root.querySelectorAll("[role=radio]"))
+    radio.setAttribute("aria-checked", String(Number(radio.dataset.digit) === digit));
+  root.querySelector(".submit").disabled = digit === null;
+}
+"""
+feedback_controls = st.components.v2.component("mnist_feedback", css=FEEDBACK_CSS, js=FEEDBACK_JS)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Process-wide resources
@@ -99,12 +155,28 @@ def database_ready(database: db.Database) -> bool:
 # Shared pieces
 
 
-def predict_and_log(checkpoint: utils.Checkpoint, database: db.Database, image: Any, slot: str) -> None:
-    """Classify `image`, log it once, and keep the result in the session under `slot`."""
+def classify_once(
+    checkpoint: utils.Checkpoint, slot: str, source: bytes | None, load: Callable[[], Any]
+) -> utils.Prediction:
+    """Classify the image whose encoded bytes are `source` (decoded by `load()` only when needed), reusing the last
+    answer for the same bytes. The canvas sends its image when a stroke ends, so the Draw page classifies it then
+    (2-3 ms) and Predict only shows and logs it. Raises like `utils.classify`."""
+    if not source:  # the canvas has sent nothing yet: nothing was drawn
+        raise utils.EmptyDrawingError("Draw a digit first: the canvas is empty.")
+    digest = hashlib.blake2b(source, digest_size=16).digest()
+    cache_key = f"{slot}-classified"
+    cached = st.session_state.get(cache_key)
+    if cached is not None and cached[0] == digest:
+        return cached[1]
+    prediction = utils.classify(checkpoint.model, load())
+    st.session_state[cache_key] = (digest, prediction)
+    return prediction
+
+
+def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | None, load: Callable[[], Any]) -> None:
+    """Predict pressed: keep the new result in the session under `slot` (it is logged when first shown)."""
     try:
-        if image is None:  # the canvas has sent nothing yet: nothing was drawn
-            raise utils.EmptyDrawingError("Draw a digit first: the canvas is empty.")
-        prediction = utils.classify(checkpoint.model, image)
+        prediction = classify_once(checkpoint, slot, source, load)
     except utils.EmptyDrawingError as exc:
         st.session_state.pop(slot, None)
         st.warning(str(exc), icon=":material/edit:")
@@ -117,35 +189,40 @@ def predict_and_log(checkpoint: utils.Checkpoint, database: db.Database, image: 
     previous = st.session_state.get(slot)
     if previous and previous["png"] == png:  # Predict pressed again on the same drawing: same row, no duplicate
         return
-    row_id = database.log_prediction(
-        prediction.digit, prediction.confidence, prediction.probabilities, png, checkpoint.version
-    )
-    st.session_state[slot] = {"id": row_id, "prediction": prediction, "png": png, "label": None}
+    st.session_state[slot] = {"id": None, "prediction": prediction, "png": png, "label": None}
 
 
-def show_result(database: db.Database, slot: str) -> None:
+def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) -> None:
     result = st.session_state.get(slot)
     if not result:
         return
     prediction: utils.Prediction = result["prediction"]
-    left, right = st.columns([1, 2])
-    with left:
-        st.metric("Prediction", prediction.digit)
-        st.markdown(f"Confidence **{utils.format_confidence(prediction.confidence)}**")
-        st.html(model_input_html(result["png"]))
-    with right:
-        st.html(probability_bars_html(prediction.probabilities, prediction.digit))
+    # Three elements, not a grid of columns: every element is one more message and render after each Predict.
+    with st.container(horizontal=True, gap="medium"):
+        st.metric("Prediction", prediction.digit, width="content")
+        st.html(result_html(prediction, result["png"]), width="stretch")
+    if result["id"] is None:  # the answer is on its way to the browser; now log it, exactly once
+        result["id"] = database.log_prediction(
+            prediction.digit, prediction.confidence, prediction.probabilities, result["png"], checkpoint.version
+        )
     if result["id"] < 0:
         st.info("The database is unreachable: this prediction is saved locally and will be logged when it is back.")
     feedback(database, slot, result)
 
 
-def model_input_html(png: bytes) -> str:
-    """The 28x28 input, inline (no media request) and pixelated, so the user sees exactly what the model saw."""
-    return (
-        f'<figure style="margin:0"><img src="{thumbnail(png)}" width="112" height="112" '
+def result_html(prediction: utils.Prediction, png: bytes) -> str:
+    """Confidence, the 28x28 input (inline, pixelated: exactly what the model saw), and all ten probabilities."""
+    figure = (
+        f'<figure style="margin:0"><p style="margin:0 0 0.4rem">Confidence '
+        f"<b>{utils.format_confidence(prediction.confidence)}</b></p>"
+        f'<img src="{thumbnail(png)}" width="112" height="112" '
         'style="image-rendering:pixelated;border-radius:6px" alt="The 28 by 28 image the model saw">'
         '<figcaption style="font-size:0.8rem;opacity:0.7">What the model saw (28×28)</figcaption></figure>'
+    )
+    bars = probability_bars_html(prediction.probabilities, prediction.digit)
+    return (
+        '<div style="display:flex;flex-wrap:wrap;gap:1rem 1.5rem;align-items:flex-end">'
+        f'{figure}<div style="flex:1;min-width:14rem">{bars}</div></div>'
     )
 
 
@@ -162,31 +239,21 @@ def probability_bars_html(probabilities: list[float], predicted: int) -> str:
     )
     return (
         '<div role="img" aria-label="Probability of each digit" '
-        f'style="display:flex;gap:2px;height:170px;align-items:flex-end">{bars}</div>'
+        f'style="display:flex;gap:2px;height:150px;align-items:flex-end">{bars}</div>'
     )
 
 
 def feedback(database: db.Database, slot: str, result: dict[str, Any]) -> None:
     prediction: utils.Prediction = result["prediction"]
-    st.markdown("**Was it right?**")
-    label: int | None = None
-    if st.button(f"Yes, it's {prediction.digit}", key=f"{slot}-correct", icon=":material/check:"):
-        label = prediction.digit
-    # Ten one-tap buttons (a dropdown stopped opening after a Predict rerun, seen in Chromium); the form keeps a
-    # pick from rerunning anything until Submit.
-    with st.form(f"{slot}-label-form", border=False, clear_on_submit=False):
-        picked = st.segmented_control(
-            "No, the true digit is", utils.CLASSES, key=f"{slot}-picked", selection_mode="single"
-        )
-        if st.form_submit_button("Submit label"):
-            if picked is None:
-                st.warning("Pick the true digit first.")
-            else:
-                label = int(picked)
-    if label is not None:
+    event = feedback_controls(
+        data={"digit": prediction.digit, "label": result["label"]},
+        key=f"{slot}-feedback-{result['id']}",  # a new prediction mounts fresh controls (no pick carried over)
+        on_label_change=lambda: None,
+    )
+    if event.label is not None:
         try:
-            database.set_true_label(result["id"], label)
-            result["label"] = label
+            database.set_true_label(result["id"], event.label)  # validates: the value comes from the browser
+            result["label"] = event.label
         except ValueError as exc:
             st.error(f"Could not save the label: {exc}")
     if result["label"] is not None:
@@ -212,14 +279,24 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
         return_image_data=True,
         key=f"canvas-{st.session_state.canvas_round}",
     )
-    predict_col, clear_col = st.columns(2)
-    if clear_col.button("Clear", width="stretch"):
+    # The canvas's PNG as sent; `image_data` decodes it on every access (1-3 ms), so only a new drawing pays that.
+    drawing = canvas.image_bytes
+
+    def pixels() -> Any:
+        return canvas.image_data
+
+    if drawing:  # a stroke ended: classify now, so Predict only shows and logs (nothing is written here)
+        with contextlib.suppress(ValueError):
+            classify_once(checkpoint, "draw_result", drawing, pixels)
+    buttons = st.container(horizontal=True)
+    predict_clicked = buttons.button("Predict", type="primary", width="stretch")
+    if buttons.button("Clear", width="stretch"):
         st.session_state.canvas_round += 1  # a new key mounts an empty canvas
         st.session_state.pop("draw_result", None)
         st.rerun(scope="fragment")
-    if predict_col.button("Predict", type="primary", width="stretch"):
-        predict_and_log(checkpoint, database, canvas.image_data, "draw_result")
-    show_result(database, "draw_result")
+    if predict_clicked:
+        start_prediction(checkpoint, "draw_result", drawing, pixels)
+    show_result(checkpoint, database, "draw_result")
 
 
 @st.fragment
@@ -236,8 +313,8 @@ def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
         return
     st.image(image, caption=upload.name, width=160)
     if st.button("Predict", type="primary", key="predict-upload"):
-        predict_and_log(checkpoint, database, image, "upload_result")
-    show_result(database, "upload_result")
+        start_prediction(checkpoint, "upload_result", upload.getvalue(), lambda: image)
+    show_result(checkpoint, database, "upload_result")
 
 
 def thumbnail(png: bytes | None) -> str | None:
@@ -382,23 +459,25 @@ def main() -> None:
             "they will be logged when it is back.",
             icon="⚠️",
         )
-    # Lazy tabs: only the open tab runs, and opening one reruns it, so History and Stats always show the latest rows.
-    draw_tab, upload_tab, history_tab, stats_tab = st.tabs(list(TABS.values()), key="tab", on_change="rerun")
-    if draw_tab.open:
-        with draw_tab:
-            # Outside the fragment: a Predict rerun does not re-send them (the pen width is read from the session).
-            st.slider("Pen width", *PEN_WIDTH, key="pen_width")
-            canvas_style_fix(key="canvas-style-fix")
-            draw_section(checkpoint, database)
-    if upload_tab.open:
-        with upload_tab:
-            upload_section(checkpoint, database)
-    if history_tab.open:
-        with history_tab:
-            history_section(database)
-    if stats_tab.open:
-        with stats_tab:
-            stats_section(checkpoint, database)
+
+    def draw_page() -> None:
+        # Outside the fragment: a Predict rerun does not re-send them (the pen width is read from the session).
+        st.slider("Pen width", *PEN_WIDTH, key="pen_width")
+        canvas_style_fix(key="canvas-style-fix")
+        draw_section(checkpoint, database)
+
+    # Only the open page runs, and opening one runs it afresh: History and Stats always show the latest rows.
+    pages = [
+        st.Page(draw_page, title="Draw", icon=":material/draw:", url_path="draw", default=True),
+        st.Page(
+            lambda: upload_section(checkpoint, database), title="Upload", icon=":material/upload:", url_path="upload"
+        ),
+        st.Page(lambda: history_section(database), title="History", icon=":material/history:", url_path="history"),
+        st.Page(
+            lambda: stats_section(checkpoint, database), title="Stats", icon=":material/insights:", url_path="stats"
+        ),
+    ]
+    st.navigation(pages, position="top").run()
 
 
 main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,9 +47,15 @@ def page(
     st.cache_resource.clear()
 
 
-def open_tab(at: AppTest, name: str) -> AppTest:
-    """Select a tab the way a click does (the tabs are lazy: only the open one runs)."""
-    at.session_state["tab"] = next(t.label for t in at.tabs if t.label.endswith(name))
+def pages(at: AppTest) -> dict[str, str]:
+    """The st.navigation pages the last run registered: title -> page hash."""
+    return {info["page_name"]: page_hash for page_hash, info in at._registered_pages.items()}
+
+
+def open_page(at: AppTest, title: str) -> AppTest:
+    """Open a page the way a click in the top navigation does (only the open page runs). AppTest.switch_page only
+    knows file pages, and ours are functions, so this selects the page by the hash st.navigation registered."""
+    at._page_hash = pages(at)[title]
     return at.run()
 
 
@@ -60,8 +67,7 @@ def test_page_renders_without_errors(page: Callable[[], AppTest]) -> None:
     at = page()
     assert not at.exception
     assert at.title[0].value == "MNIST Digit Classifier"
-    labels = [t.label for t in at.tabs]
-    assert any("Draw" in label for label in labels) and any("History" in label for label in labels)
+    assert set(pages(at)) == {"Draw", "Upload", "History", "Stats"}
     assert any(b.label == "Predict" for b in at.button) and any(b.label == "Clear" for b in at.button)
     assert not at.error
 
@@ -85,34 +91,24 @@ def seeded_result(database: db.Database, digit: int = 3) -> dict:
     return {"id": row_id, "prediction": prediction, "png": prediction.png, "label": None}
 
 
-def test_feedback_one_click_correct_then_change_to_another_digit(
+def test_a_result_shows_the_prediction_and_the_feedback_controls(
     page: Callable[[], AppTest], database: db.Database, database_url: str
 ) -> None:
+    """The result of a Predict (seeded in the session): shown, logged once, with the feedback controls for it.
+    Clicking those controls needs a browser: tests/test_browser.py stores labels through them."""
     at = page()
     result = seeded_result(database, digit=3)
-    at.session_state["draw_result"] = result
+    at.session_state["draw_result"] = {**result, "id": None}  # not logged yet: the first showing logs it
     at.run()
     assert at.metric[0].label == "Prediction" and at.metric[0].value == "3"
-    next(b for b in at.button if b.label == "Yes, it's 3").click().run()
-    assert rows(database_url) == [(result["id"], 3, 3)]
-    assert "Saved true label **3**" in texts(at.success)
-
-    at.segmented_control(key="draw_result-picked").set_value(8)
-    next(b for b in at.button if b.label == "Submit label").click().run()
-    assert rows(database_url) == [(result["id"], 3, 8)]
-    assert "wrong (predicted 3)" in texts(at.success)
-    assert not at.exception
-
-
-def test_submit_label_without_picking_a_digit_warns_and_writes_nothing(
-    page: Callable[[], AppTest], database: db.Database, database_url: str
-) -> None:
-    at = page()
-    at.session_state["draw_result"] = seeded_result(database)
+    logged = rows(database_url)
+    assert len(logged) == 2 and logged[-1][1] == 3, "logged exactly once, when first shown"
     at.run()
-    next(b for b in at.button if b.label == "Submit label").click().run()
-    assert "Pick the true digit first" in texts(at.warning)
-    assert rows(database_url)[0][2] is None
+    assert len(rows(database_url)) == 2, "a rerun shows the same row, it logs nothing new"
+    feedback = at.get("bidi_component")[-1]
+    assert feedback.proto.component_name == "mnist_feedback"
+    assert json.loads(feedback.proto.json) == {"digit": 3, "label": None}  # data for the controls
+    assert not at.exception
 
 
 def one_png() -> bytes:
@@ -125,7 +121,7 @@ def one_png() -> bytes:
 
 
 def test_upload_flow_predicts_and_logs(page: Callable[[], AppTest], database_url: str) -> None:
-    at = open_tab(page(), "Upload")
+    at = open_page(page(), "Upload")
     at.file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
     at.button(key="predict-upload").click().run()
     assert not at.exception
@@ -134,7 +130,7 @@ def test_upload_flow_predicts_and_logs(page: Callable[[], AppTest], database_url
 
 
 def test_not_an_image_upload_shows_a_message(page: Callable[[], AppTest], database_url: str) -> None:
-    at = open_tab(page(), "Upload")
+    at = open_page(page(), "Upload")
     at.file_uploader(key="upload").upload("x.png", b"definitely not a png", "image/png").run()
     assert "not a readable image" in texts(at.error)
     assert not at.exception and rows(database_url) == []
@@ -144,7 +140,7 @@ def test_history_lists_filters_and_offers_csv(page: Callable[[], AppTest], datab
     for digit in (1, 1, 2, 7):
         pid = database.log_prediction(digit, 0.8, [0.1] * 10, utils.to_png(np.zeros((28, 28))), "v")
         database.set_true_label(pid, digit if digit != 7 else 1)
-    at = open_tab(page(), "History")
+    at = open_page(page(), "History")
     assert len(at.dataframe[0].value) == 4
     at.selectbox(key="history_digit").set_value(1).run()
     assert list(at.dataframe[0].value["Predicted"]) == [1, 1]
@@ -157,7 +153,7 @@ def test_history_lists_filters_and_offers_csv(page: Callable[[], AppTest], datab
 def test_stats_show_totals_accuracy_and_the_model_card(page: Callable[[], AppTest], database: db.Database) -> None:
     for digit, label in [(1, 1), (2, 3)]:
         database.set_true_label(database.log_prediction(digit, 0.9), label)
-    at = open_tab(page(), "Stats")
+    at = open_page(page(), "Stats")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Predictions"] == "2" and metrics["With feedback"] == "2"
     assert metrics["Accuracy on feedback"] == "50.0%"
@@ -181,9 +177,9 @@ def test_database_down_still_predicts_and_says_logging_is_delayed(
     at = page()
     assert not at.exception
     assert "database is unreachable" in texts(at.warning)
-    assert "History is unavailable" in texts(open_tab(at, "History").warning)
+    assert "History is unavailable" in texts(open_page(at, "History").warning)
 
-    open_tab(at, "Upload").file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
+    open_page(at, "Upload").file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
     at.button(key="predict-upload").click().run()
     assert any(m.label == "Prediction" and m.value == "1" for m in at.metric)
     assert "saved locally" in texts(at.info)
