@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -29,7 +30,6 @@ import utils
 CANVAS_SIZE = 280
 PEN_WIDTH = (8, 40, 20)  # min, max, default: ~2 px strokes once a full-height digit is scaled into MNIST's 20 px box
 HISTORY_SIZES = (50, 100, 500)
-BAR_PREDICTED, BAR_OTHER = "#4F46E5", "#CBD5E1"
 CORRECTNESS = {"All": None, "Correct": True, "Incorrect": False}
 
 st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/draw:", layout="centered")
@@ -67,12 +67,26 @@ export default function () {
 """ % json.dumps(CANVAS_STYLE)
 canvas_style_fix = st.components.v2.component("mnist_canvas_style_fix", js=CANVAS_STYLE_JS)
 
-# The feedback controls: "Yes, it's N" (one click), or pick the true digit 0-9 and Submit. Plain buttons in one
-# component rather than ~5 Streamlit widgets: mounting those after each Predict cost ~20-30 ms of browser rendering
-# (tests/benchmark.py page), here it is a single element. It sends one trigger, `label`, an int the server validates.
-FEEDBACK_CSS = """
-.feedback { font-family: var(--st-font); color: var(--st-text-color); display: flex; flex-wrap: wrap;
-  align-items: center; gap: 0.5rem 0.75rem; }
+# The result panel under the Predict button: confidence, the 28x28 input the model saw, a bar for each of the ten
+# probabilities, and the feedback controls ("Yes, it's N" in one click, or pick the true digit 0-9 and Submit). It
+# stays mounted, empty and disabled until there is a prediction, so a Predict only updates it: mounting a chart and
+# five Streamlit widgets after each Predict cost ~20-30 ms of browser rendering (tests/benchmark.py page).
+# Data in: {digit, confidence, probabilities, image, label} (digit None: nothing predicted). One trigger out, `label`,
+# an int that the server validates before storing it.
+RESULT_PANEL_CSS = """
+:host, .panel { font-family: var(--st-font); color: var(--st-text-color); }
+.summary { display: flex; flex-wrap: wrap; gap: 1rem 1.5rem; align-items: flex-end; }
+.confidence { margin: 0 0 0.4rem; }
+figure { margin: 0; }
+img { width: 112px; height: 112px; image-rendering: pixelated; border-radius: 6px; background: #000; display: block; }
+figcaption { font-size: 0.8rem; opacity: 0.7; }
+.bars { flex: 1; min-width: 14rem; height: 150px; display: flex; gap: 2px; align-items: flex-end; }
+.bar { flex: 1; height: 100%; display: flex; flex-direction: column; align-items: center; justify-content: flex-end; }
+.bar .pct { font-size: 0.7rem; opacity: 0.75; }
+.bar .fill { width: 70%; min-height: 1px; border-radius: 3px 3px 0 0; background: #CBD5E1; }
+.bar.top .fill { background: var(--st-primary-color); }
+.bar.top .digit { font-weight: 700; }
+.feedback { display: flex; flex-wrap: wrap; align-items: center; gap: 0.5rem 0.75rem; margin-top: 1rem; }
 .question { font-weight: 600; width: 100%; margin: 0; }
 button { font: inherit; color: inherit; background: var(--st-background-color); cursor: pointer;
   border: 1px solid var(--st-border-color, rgba(49, 51, 63, 0.2)); border-radius: var(--st-base-radius, 0.5rem);
@@ -85,45 +99,76 @@ button:disabled { cursor: not-allowed; opacity: 0.45; }
 .picker button { min-width: 2.5rem; padding: 0.25rem 0.5rem; }
 .picker button[aria-checked="true"] { background: var(--st-primary-color); border-color: var(--st-primary-color);
   color: #fff; }
+.empty .summary, .empty .feedback { opacity: 0.55; }
 """
-FEEDBACK_JS = """
+RESULT_PANEL_JS = """
+const DIGITS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+const percent = (p, digits) => (100 * p).toFixed(digits) + "%";
+
 export default function ({ data, parentElement, setTriggerValue }) {
-  let root = parentElement.querySelector(".feedback");
-  if (!root) {
-    const digits = Array.from({ length: 10 }, (_, d) =>
-      `<button type="button" role="radio" aria-checked="false" data-digit="${d}">${d}</button>`).join("");
-    root = document.createElement("div");
-    root.className = "feedback";
-    root.innerHTML = `<p class="question">Was it right?</p>
-      <button type="button" class="yes"><span aria-hidden="true">✓ </span><span class="yes-text"></span></button>
-      <div class="picker" role="radiogroup" aria-label="No, the true digit is">
-        <span aria-hidden="true">No, the true digit is</span>${digits}</div>
-      <button type="button" class="submit" disabled>Submit label</button>`;
-    root.addEventListener("click", (event) => {
-      const button = event.target.closest("button");
-      if (!button || button.disabled) return;
-      if (button.classList.contains("yes")) root.send(root.digit);
-      else if (button.classList.contains("submit")) root.send(root.picked);
-      else pick(root, Number(button.dataset.digit));
-    });
-    parentElement.appendChild(root);
-  }
+  const root = parentElement.querySelector(".panel") || build(parentElement);
   root.send = (label) => setTriggerValue("label", label);
+  const predicted = data.digit !== null;
+  root.classList.toggle("empty", !predicted);
   root.digit = data.digit;
-  root.querySelector(".yes-text").textContent = `Yes, it's ${data.digit}`;
-  if (root.saved !== data.label) {  // a new saved label (or the first render): show it as the current pick
+  root.querySelector(".confidence").innerHTML = predicted
+    ? "Confidence <b></b>" : "Draw a digit, then press Predict: the model's confidence for every digit shows here.";
+  if (predicted) root.querySelector(".confidence b").textContent = data.confidence;
+  const img = root.querySelector("img");
+  if (predicted) img.src = data.image; else img.removeAttribute("src");
+  root.querySelectorAll(".bar").forEach((bar, digit) => {
+    const p = predicted ? data.probabilities[digit] : 0;
+    bar.classList.toggle("top", predicted && digit === data.digit);
+    bar.title = `${digit}: ${percent(p, 2)}`;
+    bar.setAttribute("aria-label", `digit ${digit}: ${percent(p, 1)}`);
+    bar.querySelector(".pct").textContent = predicted ? percent(p, 0) : "";
+    bar.querySelector(".fill").style.height = (predicted ? Math.max(100 * p, 1) : 1) + "%";
+  });
+  root.querySelector(".yes").disabled = !predicted;
+  root.querySelector(".yes-text").textContent = predicted ? `Yes, it's ${data.digit}` : "Yes, it's right";
+  root.querySelectorAll("[role=radio]").forEach((radio) => { radio.disabled = !predicted; });
+  if (root.image !== data.image || root.saved !== data.label) {  // a new prediction or a new saved label
+    root.image = data.image;
     root.saved = data.label;
-    pick(root, data.label);
+    pick(root, predicted ? data.label : null);
   }
 }
+
+function build(parentElement) {
+  const root = document.createElement("div");
+  root.className = "panel";
+  const bars = DIGITS.map((d) =>
+    `<div class="bar"><span class="pct"></span><div class="fill"></div><span class="digit">${d}</span></div>`);
+  const radios = DIGITS.map((d) =>
+    `<button type="button" role="radio" aria-checked="false" data-digit="${d}">${d}</button>`);
+  root.innerHTML = `<div class="summary">
+      <figure><p class="confidence"></p><img alt="The 28 by 28 image the model saw">
+        <figcaption>What the model saw (28×28)</figcaption></figure>
+      <div class="bars" role="img" aria-label="Probability of each digit">${bars.join("")}</div></div>
+    <div class="feedback"><p class="question">Was it right?</p>
+      <button type="button" class="yes"><span aria-hidden="true">✓ </span><span class="yes-text"></span></button>
+      <div class="picker" role="radiogroup" aria-label="No, the true digit is">
+        <span aria-hidden="true">No, the true digit is</span>${radios.join("")}</div>
+      <button type="button" class="submit" disabled>Submit label</button></div>`;
+  root.addEventListener("click", (event) => {
+    const button = event.target.closest("button");
+    if (!button || button.disabled) return;
+    if (button.classList.contains("yes")) root.send(root.digit);
+    else if (button.classList.contains("submit")) root.send(root.picked);
+    else pick(root, Number(button.dataset.digit));
+  });
+  parentElement.appendChild(root);
+  return root;
+}
+
 function pick(root, digit) {
   root.picked = digit;
-  for (const radio of root.querySelectorAll("[role=radio]"))
-    radio.setAttribute("aria-checked", String(Number(radio.dataset.digit) === digit));
+  root.querySelectorAll("[role=radio]").forEach((radio) =>
+    radio.setAttribute("aria-checked", String(Number(radio.dataset.digit) === digit)));
   root.querySelector(".submit").disabled = digit === null;
 }
 """
-feedback_controls = st.components.v2.component("mnist_feedback", css=FEEDBACK_CSS, js=FEEDBACK_JS)
+result_panel = st.components.v2.component("mnist_result_panel", css=RESULT_PANEL_CSS, js=RESULT_PANEL_JS)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -193,73 +238,57 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
 
 
 def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) -> None:
+    """The prediction (st.metric), the result panel (always there, empty until a prediction), then logging, once."""
     result = st.session_state.get(slot)
-    if not result:
+    prediction: utils.Prediction | None = result["prediction"] if result else None
+    if prediction is not None:
+        st.metric("Prediction", prediction.digit)
+    result_panel(
+        data=panel_data(result),
+        key=f"{slot}-panel",
+        on_label_change=functools.partial(save_label, database, slot),
+    )
+    if result is None or prediction is None:
         return
-    prediction: utils.Prediction = result["prediction"]
-    # Three elements, not a grid of columns: every element is one more message and render after each Predict.
-    with st.container(horizontal=True, gap="medium"):
-        st.metric("Prediction", prediction.digit, width="content")
-        st.html(result_html(prediction, result["png"]), width="stretch")
     if result["id"] is None:  # the answer is on its way to the browser; now log it, exactly once
         result["id"] = database.log_prediction(
             prediction.digit, prediction.confidence, prediction.probabilities, result["png"], checkpoint.version
         )
     if result["id"] < 0:
         st.info("The database is unreachable: this prediction is saved locally and will be logged when it is back.")
-    feedback(database, slot, result)
-
-
-def result_html(prediction: utils.Prediction, png: bytes) -> str:
-    """Confidence, the 28x28 input (inline, pixelated: exactly what the model saw), and all ten probabilities."""
-    figure = (
-        f'<figure style="margin:0"><p style="margin:0 0 0.4rem">Confidence '
-        f"<b>{utils.format_confidence(prediction.confidence)}</b></p>"
-        f'<img src="{thumbnail(png)}" width="112" height="112" '
-        'style="image-rendering:pixelated;border-radius:6px" alt="The 28 by 28 image the model saw">'
-        '<figcaption style="font-size:0.8rem;opacity:0.7">What the model saw (28×28)</figcaption></figure>'
-    )
-    bars = probability_bars_html(prediction.probabilities, prediction.digit)
-    return (
-        '<div style="display:flex;flex-wrap:wrap;gap:1rem 1.5rem;align-items:flex-end">'
-        f'{figure}<div style="flex:1;min-width:14rem">{bars}</div></div>'
-    )
-
-
-def probability_bars_html(probabilities: list[float], predicted: int) -> str:
-    """All ten probabilities as plain HTML bars: instant to render (a charting library cost ~24 ms per Predict)."""
-    bars = "".join(
-        f'<div title="{digit}: {p:.2%}" aria-label="digit {digit}: {p:.1%}" style="flex:1;display:flex;'
-        'flex-direction:column;align-items:center;justify-content:flex-end;height:100%">'
-        f'<div style="font-size:0.7rem;opacity:0.75">{p:.0%}</div>'
-        f'<div style="width:70%;height:{max(p * 100, 1):.1f}%;border-radius:3px 3px 0 0;'
-        f'background:{BAR_PREDICTED if digit == predicted else BAR_OTHER}"></div>'
-        f'<div style="font-weight:{700 if digit == predicted else 400}">{digit}</div></div>'
-        for digit, p in zip(utils.CLASSES, probabilities)
-    )
-    return (
-        '<div role="img" aria-label="Probability of each digit" '
-        f'style="display:flex;gap:2px;height:150px;align-items:flex-end">{bars}</div>'
-    )
-
-
-def feedback(database: db.Database, slot: str, result: dict[str, Any]) -> None:
-    prediction: utils.Prediction = result["prediction"]
-    event = feedback_controls(
-        data={"digit": prediction.digit, "label": result["label"]},
-        key=f"{slot}-feedback-{result['id']}",  # a new prediction mounts fresh controls (no pick carried over)
-        on_label_change=lambda: None,
-    )
-    if event.label is not None:
-        try:
-            database.set_true_label(result["id"], event.label)  # validates: the value comes from the browser
-            result["label"] = event.label
-        except ValueError as exc:
-            st.error(f"Could not save the label: {exc}")
-    if result["label"] is not None:
+    if result.get("label_error"):
+        st.error(result.pop("label_error"))
+    elif result["label"] is not None:
         verdict = "correct" if result["label"] == prediction.digit else f"wrong (predicted {prediction.digit})"
         where = f"prediction #{result['id']}" if result["id"] > 0 else "this prediction (saved locally)"
         st.success(f"Thanks! Saved true label **{result['label']}** for {where}: {verdict}. You can still change it.")
+
+
+def save_label(database: db.Database, slot: str) -> None:
+    """The panel sent a label (a callback: it runs before the rerun, so the panel then shows the saved label)."""
+    result = st.session_state.get(slot)
+    label = st.session_state[f"{slot}-panel"]["label"]
+    if not result or result["id"] is None or label is None:
+        return
+    try:
+        database.set_true_label(result["id"], label)  # validates: the value comes from the browser
+        result["label"] = label
+    except ValueError as exc:
+        result["label_error"] = f"Could not save the label: {exc}"
+
+
+def panel_data(result: dict[str, Any] | None) -> dict[str, Any]:
+    """What the result panel shows: an empty panel until there is a prediction."""
+    if not result:
+        return {"digit": None, "confidence": None, "probabilities": None, "image": None, "label": None}
+    prediction: utils.Prediction = result["prediction"]
+    return {
+        "digit": prediction.digit,
+        "confidence": utils.format_confidence(prediction.confidence),
+        "probabilities": [round(p, 6) for p in prediction.probabilities],
+        "image": thumbnail(result["png"]),
+        "label": result["label"],
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -445,7 +474,6 @@ def model_card(checkpoint: utils.Checkpoint) -> None:
 
 def main() -> None:
     st.title("MNIST Digit Classifier")
-    st.caption("Draw a digit from 0 to 9, press Predict, and tell the model whether it got it right.")
     model_path = os.environ.get("MODEL_PATH") or str(utils.DEFAULT_MODEL_PATH)
     try:
         checkpoint = get_checkpoint(model_path)

@@ -91,11 +91,19 @@ def seeded_result(database: db.Database, digit: int = 3) -> dict:
     return {"id": row_id, "prediction": prediction, "png": prediction.png, "label": None}
 
 
-def test_a_result_shows_the_prediction_and_the_feedback_controls(
+def test_the_result_panel_is_there_empty_before_any_prediction(page: Callable[[], AppTest]) -> None:
+    at = page()
+    panel = at.get("bidi_component")[-1]
+    assert panel.proto.component_name == "mnist_result_panel"
+    assert json.loads(panel.proto.json)["digit"] is None  # empty, its feedback controls disabled
+    assert not at.metric and not at.exception
+
+
+def test_a_result_shows_the_prediction_fills_the_panel_and_is_logged_once(
     page: Callable[[], AppTest], database: db.Database, database_url: str
 ) -> None:
-    """The result of a Predict (seeded in the session): shown, logged once, with the feedback controls for it.
-    Clicking those controls needs a browser: tests/test_browser.py stores labels through them."""
+    """The result of a Predict (seeded in the session): shown, logged once, the panel filled with it.
+    Clicking the panel's feedback controls needs a browser: tests/test_browser.py stores labels through them."""
     at = page()
     result = seeded_result(database, digit=3)
     at.session_state["draw_result"] = {**result, "id": None}  # not logged yet: the first showing logs it
@@ -105,9 +113,9 @@ def test_a_result_shows_the_prediction_and_the_feedback_controls(
     assert len(logged) == 2 and logged[-1][1] == 3, "logged exactly once, when first shown"
     at.run()
     assert len(rows(database_url)) == 2, "a rerun shows the same row, it logs nothing new"
-    feedback = at.get("bidi_component")[-1]
-    assert feedback.proto.component_name == "mnist_feedback"
-    assert json.loads(feedback.proto.json) == {"digit": 3, "label": None}  # data for the controls
+    data = json.loads(at.get("bidi_component")[-1].proto.json)
+    assert data["digit"] == 3 and data["confidence"] == "91.0%" and data["label"] is None
+    assert len(data["probabilities"]) == 10 and data["image"].startswith("data:image/png;base64,")
     assert not at.exception
 
 

@@ -152,6 +152,8 @@ def predict_asks_to_draw_and_writes_nothing(page: Any, app_db: str) -> None:
 
 def test_empty_canvas_shows_the_message_and_writes_nothing(chromium: Any, app_url: str, app_db: str) -> None:
     page = open_page(chromium, app_url)
+    assert page.get_by_text("Draw a digit, then press Predict").is_visible()  # the result panel, still empty
+    assert page.get_by_role("button", name="Yes, it's right").is_disabled(), "no feedback without a prediction"
     predict_asks_to_draw_and_writes_nothing(page, app_db)
     page.context.close()
 
