@@ -238,11 +238,16 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
 
 
 def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) -> None:
-    """The prediction (st.metric), the result panel (always there, empty until a prediction), then logging, once."""
+    """The answer first (st.metric), then logging (once per prediction), then the result panel whose feedback
+    controls act on the logged row. The panel is always there: empty and disabled until a prediction."""
     result = st.session_state.get(slot)
     prediction: utils.Prediction | None = result["prediction"] if result else None
-    if prediction is not None:
-        st.metric("Prediction", prediction.digit)
+    if result is not None and prediction is not None:
+        st.metric("Prediction", prediction.digit)  # streamed to the browser now, before the database write
+        if result["id"] is None:
+            result["id"] = database.log_prediction(
+                prediction.digit, prediction.confidence, prediction.probabilities, result["png"], checkpoint.version
+            )
     result_panel(
         data=panel_data(result),
         key=f"{slot}-panel",
@@ -250,10 +255,6 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     )
     if result is None or prediction is None:
         return
-    if result["id"] is None:  # the answer is on its way to the browser; now log it, exactly once
-        result["id"] = database.log_prediction(
-            prediction.digit, prediction.confidence, prediction.probabilities, result["png"], checkpoint.version
-        )
     if result["id"] < 0:
         st.info("The database is unreachable: this prediction is saved locally and will be logged when it is back.")
     if result.get("label_error"):
