@@ -315,9 +315,6 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     def pixels() -> Any:
         return canvas.image_data
 
-    if drawing:  # a stroke ended: classify now, so Predict only shows and logs (nothing is written here)
-        with contextlib.suppress(ValueError):
-            classify_once(checkpoint, "draw_result", drawing, pixels)
     buttons = st.container(horizontal=True)
     predict_clicked = buttons.button("Predict", type="primary", width="stretch")
     if buttons.button("Clear", width="stretch"):
@@ -326,6 +323,9 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
         st.rerun(scope="fragment")
     if predict_clicked:
         start_prediction(checkpoint, "draw_result", drawing, pixels)
+    elif drawing:  # a stroke ended: classify now, so Predict only shows and logs it (nothing is written here)
+        with contextlib.suppress(ValueError):
+            classify_once(checkpoint, "draw_result", drawing, pixels)
     show_result(checkpoint, database, "draw_result")
 
 
