@@ -241,8 +241,8 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     """The answer first (st.metric), then logging (once per prediction), then the result panel whose feedback
     controls act on the logged row. The panel is always there: empty and disabled until a prediction."""
     result = st.session_state.get(slot)
-    prediction: utils.Prediction | None = result["prediction"] if result else None
-    if result is not None and prediction is not None:
+    if result:
+        prediction: utils.Prediction = result["prediction"]
         st.metric("Prediction", prediction.digit)  # streamed to the browser now, before the database write
         if result["id"] is None:
             result["id"] = database.log_prediction(
@@ -253,7 +253,7 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
         key=f"{slot}-panel",
         on_label_change=functools.partial(save_label, database, slot),
     )
-    if result is None or prediction is None:
+    if not result:
         return
     if result["id"] < 0:
         st.info("The database is unreachable: this prediction is saved locally and will be logged when it is back.")
