@@ -67,12 +67,14 @@ export default function () {
 """ % json.dumps(CANVAS_STYLE)
 canvas_style_fix = st.components.v2.component("mnist_canvas_style_fix", js=CANVAS_STYLE_JS)
 
-# The result panel under the Predict button: confidence, the 28x28 input the model saw, a bar for each of the ten
-# probabilities, and the feedback controls ("Yes, it's N" in one click, or pick the true digit 0-9 and Submit). It
-# stays mounted, empty and disabled until there is a prediction, so a Predict only updates it: mounting a chart and
-# five Streamlit widgets after each Predict cost ~20-30 ms of browser rendering (tests/benchmark.py page).
-# Data in: {digit, confidence, probabilities, image, label} (digit None: nothing predicted). One trigger out, `label`,
-# an int that the server validates before storing it.
+# The result panel under the Prediction metric: confidence, the 28x28 input the model saw, a bar for each of the
+# ten probabilities, and the feedback controls ("Yes, it's N" in one click, or pick the true digit 0-9 and Submit).
+# One Components v2 element instead of a chart and five Streamlit widgets (~20-30 ms less browser rendering per
+# Predict). It is mounted only while there is a prediction: Streamlit's frontend re-renders every element on the
+# page at each step of a rerun, so an empty panel waiting under the canvas slowed every Predict by ~5 ms (p50,
+# tests/benchmark.py page); mounted with the answer, its DOM is built after the metric is on screen.
+# Data in: {digit, confidence, probabilities, image, label}. One trigger out, `label`, an int that the server
+# validates before storing it.
 RESULT_PANEL_CSS = """
 :host, .panel { font-family: var(--st-font); color: var(--st-text-color); }
 .summary { display: flex; flex-wrap: wrap; gap: 1rem 1.5rem; align-items: flex-end; }
@@ -99,7 +101,6 @@ button:disabled { cursor: not-allowed; opacity: 0.45; }
 .picker button { min-width: 2.5rem; padding: 0.25rem 0.5rem; }
 .picker button[aria-checked="true"] { background: var(--st-primary-color); border-color: var(--st-primary-color);
   color: #fff; }
-.empty .summary, .empty .feedback { opacity: 0.55; }
 """
 RESULT_PANEL_JS = """
 const DIGITS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
@@ -108,29 +109,22 @@ const percent = (p, digits) => (100 * p).toFixed(digits) + "%";
 export default function ({ data, parentElement, setTriggerValue }) {
   const root = parentElement.querySelector(".panel") || build(parentElement);
   root.send = (label) => setTriggerValue("label", label);
-  const predicted = data.digit !== null;
-  root.classList.toggle("empty", !predicted);
   root.digit = data.digit;
-  root.querySelector(".confidence").innerHTML = predicted
-    ? "Confidence <b></b>" : "Draw a digit, then press Predict: the model's confidence for every digit shows here.";
-  if (predicted) root.querySelector(".confidence b").textContent = data.confidence;
-  const img = root.querySelector("img");
-  if (predicted) img.src = data.image; else img.removeAttribute("src");
+  root.querySelector(".confidence b").textContent = data.confidence;
+  root.querySelector("img").src = data.image;
   root.querySelectorAll(".bar").forEach((bar, digit) => {
-    const p = predicted ? data.probabilities[digit] : 0;
-    bar.classList.toggle("top", predicted && digit === data.digit);
+    const p = data.probabilities[digit];
+    bar.classList.toggle("top", digit === data.digit);
     bar.title = `${digit}: ${percent(p, 2)}`;
     bar.setAttribute("aria-label", `digit ${digit}: ${percent(p, 1)}`);
-    bar.querySelector(".pct").textContent = predicted ? percent(p, 0) : "";
-    bar.querySelector(".fill").style.height = (predicted ? Math.max(100 * p, 1) : 1) + "%";
+    bar.querySelector(".pct").textContent = percent(p, 0);
+    bar.querySelector(".fill").style.height = Math.max(100 * p, 1) + "%";
   });
-  root.querySelector(".yes").disabled = !predicted;
-  root.querySelector(".yes-text").textContent = predicted ? `Yes, it's ${data.digit}` : "Yes, it's right";
-  root.querySelectorAll("[role=radio]").forEach((radio) => { radio.disabled = !predicted; });
+  root.querySelector(".yes-text").textContent = `Yes, it's ${data.digit}`;
   if (root.image !== data.image || root.saved !== data.label) {  // a new prediction or a new saved label
     root.image = data.image;
     root.saved = data.label;
-    pick(root, predicted ? data.label : null);
+    pick(root, data.label);
   }
 }
 
@@ -142,7 +136,7 @@ function build(parentElement) {
   const radios = DIGITS.map((d) =>
     `<button type="button" role="radio" aria-checked="false" data-digit="${d}">${d}</button>`);
   root.innerHTML = `<div class="summary">
-      <figure><p class="confidence"></p><img alt="The 28 by 28 image the model saw">
+      <figure><p class="confidence">Confidence <b></b></p><img alt="The 28 by 28 image the model saw">
         <figcaption>What the model saw (28×28)</figcaption></figure>
       <div class="bars" role="img" aria-label="Probability of each digit">${bars.join("")}</div></div>
     <div class="feedback"><p class="question">Was it right?</p>
@@ -238,23 +232,22 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
 
 
 def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) -> None:
-    """The answer first (st.metric), then logging (once per prediction), then the result panel whose feedback
-    controls act on the logged row. The panel is always there: empty and disabled until a prediction."""
+    """The result kept under `slot`, if any: the answer first (st.metric), then logging (once per prediction), then
+    the result panel whose feedback controls act on the logged row."""
     result = st.session_state.get(slot)
-    if result:
-        prediction: utils.Prediction = result["prediction"]
-        st.metric("Prediction", prediction.digit)  # streamed to the browser now, before the database write
-        if result["id"] is None:
-            result["id"] = database.log_prediction(
-                prediction.digit, prediction.confidence, prediction.probabilities, result["png"], checkpoint.version
-            )
+    if not result:
+        return
+    prediction: utils.Prediction = result["prediction"]
+    st.metric("Prediction", prediction.digit)  # streamed to the browser now, before the database write
+    if result["id"] is None:
+        result["id"] = database.log_prediction(
+            prediction.digit, prediction.confidence, prediction.probabilities, result["png"], checkpoint.version
+        )
     result_panel(
         data=panel_data(result),
         key=f"{slot}-panel",
         on_label_change=functools.partial(save_label, database, slot),
     )
-    if not result:
-        return
     if result["id"] < 0:
         st.info("The database is unreachable: this prediction is saved locally and will be logged when it is back.")
     if result.get("label_error"):
@@ -278,10 +271,8 @@ def save_label(database: db.Database, slot: str) -> None:
         result["label_error"] = f"Could not save the label: {exc}"
 
 
-def panel_data(result: dict[str, Any] | None) -> dict[str, Any]:
-    """What the result panel shows: an empty panel until there is a prediction."""
-    if not result:
-        return {"digit": None, "confidence": None, "probabilities": None, "image": None, "label": None}
+def panel_data(result: dict[str, Any]) -> dict[str, Any]:
+    """What the result panel shows for a result kept in the session."""
     prediction: utils.Prediction = result["prediction"]
     return {
         "digit": prediction.digit,
@@ -326,6 +317,8 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     elif drawing:  # a stroke ended: classify now, so Predict only shows and logs it (nothing is written here)
         with contextlib.suppress(ValueError):
             classify_once(checkpoint, "draw_result", drawing, pixels)
+    if "draw_result" not in st.session_state:
+        st.caption("Draw a digit, then press Predict: the model's confidence for every digit shows here.")
     show_result(checkpoint, database, "draw_result")
 
 

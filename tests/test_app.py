@@ -91,11 +91,11 @@ def seeded_result(database: db.Database, digit: int = 3) -> dict:
     return {"id": row_id, "prediction": prediction, "png": prediction.png, "label": None}
 
 
-def test_the_result_panel_is_there_empty_before_any_prediction(page: Callable[[], AppTest]) -> None:
+def test_before_any_prediction_a_hint_and_no_result_panel(page: Callable[[], AppTest]) -> None:
     at = page()
-    panel = at.get("bidi_component")[-1]
-    assert panel.proto.component_name == "mnist_result_panel"
-    assert json.loads(panel.proto.json)["digit"] is None  # empty, its feedback controls disabled
+    assert "Draw a digit, then press Predict" in texts(at.caption)
+    components = [c.proto.component_name for c in at.get("bidi_component")]
+    assert "mnist_result_panel" not in components, "no feedback controls without a prediction"
     assert not at.metric and not at.exception
 
 
@@ -113,7 +113,10 @@ def test_a_result_shows_the_prediction_fills_the_panel_and_is_logged_once(
     assert len(logged) == 2 and logged[-1][1] == 3, "logged exactly once, when first shown"
     at.run()
     assert len(rows(database_url)) == 2, "a rerun shows the same row, it logs nothing new"
-    data = json.loads(at.get("bidi_component")[-1].proto.json)
+    assert "Draw a digit, then press Predict" not in texts(at.caption)
+    panel = at.get("bidi_component")[-1]
+    assert panel.proto.component_name == "mnist_result_panel"
+    data = json.loads(panel.proto.json)
     assert data["digit"] == 3 and data["confidence"] == "91.0%" and data["label"] is None
     assert len(data["probabilities"]) == 10 and data["image"].startswith("data:image/png;base64,")
     assert not at.exception
