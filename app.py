@@ -72,7 +72,7 @@ canvas_style_fix = st.components.v2.component("mnist_canvas_style_fix", js=CANVA
 # One Components v2 element instead of a chart and five Streamlit widgets (~20-30 ms less browser rendering per
 # Predict). It is mounted only while there is a prediction: Streamlit's frontend re-renders every element on the
 # page at each step of a rerun, so an empty panel waiting under the canvas slowed every Predict by ~5 ms (p50,
-# tests/benchmark.py page); mounted with the answer, its DOM is built after the metric is on screen.
+# tests/benchmark.py page). Mounted with the answer, it costs nothing in the renders that come before it.
 # Data in: {digit, confidence, probabilities, image, label}. One trigger out, `label`, an int that the server
 # validates before storing it.
 RESULT_PANEL_CSS = """
