@@ -111,7 +111,6 @@ export default function ({ data, parentElement, setTriggerValue }) {
   root.send = (label) => setTriggerValue("label", label);
   root.digit = data.digit;
   root.querySelector(".confidence b").textContent = data.confidence;
-  root.querySelector("img").src = data.image;
   root.querySelectorAll(".bar").forEach((bar, digit) => {
     const p = data.probabilities[digit];
     bar.classList.toggle("top", digit === data.digit);
@@ -121,6 +120,7 @@ export default function ({ data, parentElement, setTriggerValue }) {
     bar.querySelector(".fill").style.height = Math.max(100 * p, 1) + "%";
   });
   root.querySelector(".yes-text").textContent = `Yes, it's ${data.digit}`;
+  if (root.image !== data.image) root.querySelector("img").src = data.image;  // re-setting a src reloads it
   if (root.image !== data.image || root.saved !== data.label) {  // a new prediction or a new saved label
     root.image = data.image;
     root.saved = data.label;
