@@ -71,8 +71,9 @@ canvas_style_fix = st.components.v2.component("mnist_canvas_style_fix", js=CANVA
 # ten probabilities, and the feedback controls ("Yes, it's N" in one click, or pick the true digit 0-9 and Submit).
 # One Components v2 element instead of a chart and five Streamlit widgets (~20-30 ms less browser rendering per
 # Predict). It is mounted only while there is a prediction: Streamlit's frontend re-renders every element on the
-# page at each step of a rerun, so an empty panel waiting under the canvas slowed every Predict by ~5 ms (p50,
-# tests/benchmark.py page). Mounted with the answer, it costs nothing in the renders that come before it.
+# page at each step of a rerun, so an empty panel waiting under the canvas slowed every Predict by ~5 ms (p50 of
+# the click-to-metric time, both versions measured in one run). Mounted with the answer, it costs nothing in the
+# renders that come before it.
 # Data in: {digit, confidence, probabilities, image, label}. One trigger out, `label`, an int that the server
 # validates before storing it.
 RESULT_PANEL_CSS = """
