@@ -53,10 +53,8 @@ def pages(at: AppTest) -> dict[str, str]:
 
 
 def open_page(at: AppTest, title: str) -> AppTest:
-    """Open a page the way a click in the top navigation does (only the open page runs). AppTest.switch_page only
-    knows file pages, and ours are functions, so this selects the page by the hash st.navigation registered."""
-    at._page_hash = pages(at)[title]
-    return at.run()
+    """Open a page the way a user does: a click in the page bar (only the open page runs)."""
+    return at.button_group(key="page").set_value(title).run()
 
 
 def texts(elements: object) -> str:
@@ -66,7 +64,7 @@ def texts(elements: object) -> str:
 def test_page_renders_without_errors(page: Callable[[], AppTest]) -> None:
     at = page()
     assert not at.exception
-    assert at.title[0].value == "MNIST Digit Classifier"
+    assert at.markdown[0].value == "# MNIST Digit Classifier"
     assert set(pages(at)) == {"Draw", "Upload", "History", "Stats"}
     assert any(b.label == "Predict" for b in at.button) and any(b.label == "Clear" for b in at.button)
     assert not at.error
@@ -196,4 +194,18 @@ def test_database_down_still_predicts_and_says_logging_is_delayed(
     assert "saved locally" in texts(at.info)
     spool = (tmp_path / "app-spool.jsonl").read_text().splitlines()
     assert len(spool) == 1 and '"predicted_digit":1' in spool[0]
+    assert not at.exception
+
+
+def test_the_page_bar_opens_each_page_and_stays_on_a_reclicked_one(page: Callable[[], AppTest]) -> None:
+    at = page()
+    assert at.button_group(key="page").value == "Draw"
+    at = open_page(at, "History")
+    assert at.button_group(key="page").value == "History"
+    assert any(s.label == "Predicted digit" for s in at.selectbox) and not any(b.label == "Predict" for b in at.button)
+    at.button_group(key="page").set_value(None).run()  # a click on the open page would deselect it
+    assert at.button_group(key="page").value == "History"
+    assert any(s.label == "Predicted digit" for s in at.selectbox)
+    at = open_page(at, "Draw")
+    assert at.button_group(key="page").value == "Draw" and any(b.label == "Predict" for b in at.button)
     assert not at.exception

@@ -131,7 +131,8 @@ def test_drawn_digit_is_predicted_labelled_and_stored(chromium: Any, app_url: st
         page.get_by_text("wrong (predicted 7)").wait_for(timeout=15_000)
         assert newest_row(app_db)[3] == 1  # type: ignore[index]
         assert pg.count_rows(app_db) == before + 1
-        page.get_by_role("link", name="History").click()  # opening a page reruns it: the new row is there
+        page.get_by_role("radio", name="History").click()  # opening a page reruns it: the new row is there
+        page.wait_for_url("**/history", timeout=15_000)  # each page has its own URL
         page.locator('[data-testid="stDataFrame"]').wait_for(timeout=15_000)
         assert page.get_by_text("No predictions yet").count() == 0
     if digit == 1:  # Clear after a prediction: an empty canvas, no result, the hint again
@@ -178,7 +179,7 @@ def test_uploaded_png_goes_through_the_same_flow(chromium: Any, app_url: str, ap
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     page = open_page(chromium, app_url)
-    page.get_by_role("link", name="Upload").click()
+    page.get_by_role("radio", name="Upload").click()
     page.locator("input[type=file]").set_input_files(
         files=[{"name": "seven.png", "mimeType": "image/png", "buffer": buffer.getvalue()}]
     )
