@@ -135,6 +135,11 @@ def test_drawn_digit_is_predicted_labelled_and_stored(chromium: Any, app_url: st
         page.wait_for_url("**/history", timeout=15_000)  # each page has its own URL
         page.locator('[data-testid="stDataFrame"]').wait_for(timeout=15_000)
         assert page.get_by_text("No predictions yet").count() == 0
+        page.go_back()  # the browser's back button returns to Draw, and the page bar follows
+        page.get_by_role("button", name="Predict", exact=True).wait_for(timeout=15_000)
+        page.wait_for_function(
+            "() => document.querySelector('[role=radio][aria-checked=true]')?.innerText.includes('Draw')"
+        )
     if digit == 1:  # Clear after a prediction: an empty canvas, no result, the hint again
         page.get_by_role("button", name="Clear").click()
         page.get_by_text("Draw a digit, then press Predict").wait_for(timeout=15_000)
