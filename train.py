@@ -1,40 +1,50 @@
-"""Train and evaluate the MNIST digit classifier.
+"""Train the MNIST digit classifier, fine-tune it on user feedback, and promote or roll back the production model.
 
-    python train.py                                  # train, keep the best checkpoint -> models/model.pth
-    python train.py --dry-run --out /tmp/m.pth       # a few batches end to end (tests, CI)
-    python train.py --evaluate models/model.pth      # test-set report + models/confusion_matrix.png
-
-MNIST comes through torchvision: downloaded on a machine with internet, or, offline, placed from the folder that
-`MNIST_DIR` (or `--data-dir`) names, which holds the four IDX files (`.gz` or not). They are put uncompressed in
-`data/MNIST/raw/`, where torchvision finds them and downloads nothing.
+    python train.py                  # train from scratch: a tracked run and a new registered version
+    python train.py --dry-run        # a few batches end to end (tests, CI)
+    python train.py --retrain        # fine-tune production on MNIST + labelled feedback -> models/candidate.pth
+    python train.py --promote 7      # gate version 7, then ship it as models/model.pth (= make promote VERSION=7)
+    python train.py --rollback       # restore the model production had before the last promotion
+    python train.py --evaluate models/model.pth   # test-set report + models/confusion_matrix.png
 
 Recipe: 5,000 of the 60,000 training images are held out (seeded) for validation, which picks the epoch to keep and
 stops early; the official 10,000 test images are only reported on, never used to choose anything. Training batches
-are augmented on the fly, on whole batches at once, towards digits drawn on a canvas: small rotations, scale, shear
-and shifts, thicker and thinner strokes, and hard-edged solid strokes.
+are augmented on the fly (dataset.augment) towards digits drawn on a canvas. Every run is an MLflow run (registry.py)
+and registers a new version of `mnist-digit-classifier`; models/model.pth changes only through the promotion gate.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import gzip
 import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchvision import datasets
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from dataset import (  # noqa: F401  (re-exported: train.place_mnist, train.MNIST_FILES, ... stay where they were)
+    DATA_ROOT,
+    MNIST_FILES,
+    VALIDATION_SIZE,
+    Split,
+    augment,
+    load_mnist,
+    place_mnist,
+    split_validation,
+)
+from plots import plot_confusion, plot_curves
+from registry import CHECKPOINT_ARTIFACTS, REGISTERED_MODEL, Run, git_commit
 from utils import (
     CLASSES,
     DEFAULT_MODEL_PATH,
@@ -45,122 +55,27 @@ from utils import (
     save_checkpoint,
 )
 
-DATA_ROOT = PROJECT_DIR / "data"
 DRY_RUN_OUT = DATA_ROOT / "dry-run" / "model.pth"
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-VALIDATION_SIZE = 5_000
+RUNS_DIR = DATA_ROOT / "runs"  # one folder per training run: checkpoint, metrics.json, plots
+CANDIDATE_PATH = DEFAULT_MODEL_PATH.with_name("candidate.pth")  # --retrain's output, waiting for the gate
 DRY_RUN_BATCHES = 3
 EVAL_BATCH_SIZE = 1_000
-
-# Augmentation strengths (per image, uniform in [-x, x] unless noted). Modest on purpose: preprocessing already
-# normalises size and position, the model only has to absorb what remains.
-MAX_ROTATION_DEG = 12.0
-MAX_SCALE = 0.12  # zoom factor in [1 - x, 1 + x]
-MAX_SHEAR = 0.15
-MAX_SHIFT_PX = 2.0
-P_THICKER = 0.25  # half-step dilation (mean of the image and its 3x3 max-pool): fat pen
-P_THINNER = 0.15  # soften-erode strokes: thin pen
-P_SOLID = 0.3  # harden edges: canvas strokes are uniform, not pen-pressure grey
-
-
-@dataclass
-class Split:
-    """Images (N, 1, 28, 28) float32 in [0, 1] and labels (N,) int64."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Data
-
-
-def place_mnist(source: Path, root: Path = DATA_ROOT) -> Path:
-    """Copy the four IDX files from `source` (`.gz` or not) into `root/MNIST/raw/`, uncompressed; return raw dir."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for name in MNIST_FILES:
-        target = raw / name
-        if target.is_file() and target.stat().st_size > 0:
-            continue
-        plain, packed = source / name, source / f"{name}.gz"
-        tmp = target.with_suffix(".part")
-        if plain.is_file():
-            shutil.copyfile(plain, tmp)
-        elif packed.is_file():
-            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-        else:
-            raise FileNotFoundError(f"{source} has neither {name} nor {name}.gz (the four MNIST IDX files).")
-        tmp.replace(target)  # atomic: an interrupted copy never looks complete
-    return raw
-
-
-def load_mnist(data_dir: str | None, root: Path = DATA_ROOT) -> tuple[Split, Split, dict[str, str]]:
-    """(train 60k, test 10k, sha256 of the raw files) through torchvision, placing offline files first."""
-    if data_dir:
-        place_mnist(Path(data_dir), root)
-    splits = []
-    for train in (True, False):
-        ds = datasets.MNIST(root=str(root), train=train, download=True)
-        images = ds.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
-        splits.append(Split(images, ds.targets.long()))
-    raw = root / "MNIST" / "raw"
-    digests = {name: hashlib.sha256((raw / name).read_bytes()).hexdigest() for name in MNIST_FILES}
-    return splits[0], splits[1], digests
-
-
-def split_validation(full: Split, size: int, seed: int) -> tuple[Split, Split]:
-    """Seeded random hold-out of `size` training images for validation."""
-    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
-    val, train = order[:size], order[size:]
-    return Split(full.images[train], full.labels[train]), Split(full.images[val], full.labels[val])
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Augmentation (whole batches at once: one affine_grid/grid_sample call is far faster than per-image PIL on 2 cores)
-
-
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random affine + stroke-thickness changes for a (N, 1, 28, 28) batch in [0, 1]."""
-    n = images.shape[0]
-
-    def uniform(limit: float) -> torch.Tensor:
-        return (torch.rand(n, generator=generator) * 2 - 1) * limit
-
-    angle = uniform(math.radians(MAX_ROTATION_DEG))
-    scale = 1 + uniform(MAX_SCALE)
-    shear = uniform(MAX_SHEAR)
-    shift = torch.stack([uniform(MAX_SHIFT_PX), uniform(MAX_SHIFT_PX)], dim=1) * (2 / images.shape[-1])
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    # Inverse map (output -> input coordinates) as affine_grid expects: rotation/scale, then shear along x.
-    theta = torch.stack(
-        [torch.stack([cos, -sin + shear * cos, shift[:, 0]], 1), torch.stack([sin, cos + shear * sin, shift[:, 1]], 1)],
-        dim=1,
-    )
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-    pick = torch.rand(n, generator=generator)
-    thicker = (pick < P_THICKER).view(n, 1, 1, 1)
-    thinner = ((pick >= P_THICKER) & (pick < P_THICKER + P_THINNER)).view(n, 1, 1, 1)
-    dilated = 0.5 * (out + F.max_pool2d(out, 3, stride=1, padding=1))
-    eroded = (out - F.max_pool2d(-out, 3, stride=1, padding=1).neg()).clamp(min=0)  # out minus its erosion
-    out = torch.where(thicker, dilated, torch.where(thinner, (out - 0.5 * eroded).clamp(min=0), out))
-    solid = (torch.rand(n, generator=generator) < P_SOLID).view(n, 1, 1, 1)
-    return torch.where(solid, ((out - 0.25) * 2.5).clamp(0, 1), out)
+CPU = torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Train / evaluate
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto`: CUDA, then Apple MPS, then CPU. Chosen once; the model and every batch go there."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def train(
@@ -172,31 +87,48 @@ def train(
     generator: torch.Generator,
     epoch: int,
     max_batches: int | None = None,
+    device: torch.device = CPU,
+    label_smoothing: float = 0.0,
+    ema: AveragedModel | None = None,
+    extra: Split | None = None,
+    extra_per_batch: int = 0,
 ) -> tuple[float, float]:
-    """One epoch over shuffled, augmented batches; returns (mean loss, accuracy) on the augmented data."""
+    """One epoch over shuffled, augmented batches; returns (mean loss, accuracy) on the augmented data.
+
+    `extra` (feedback rows when fine-tuning) adds `extra_per_batch` images drawn with replacement to every batch:
+    a few hundred corrections would otherwise be a rounding error beside 55,000 MNIST images."""
     model.train()
     order = torch.randperm(len(data), generator=generator)
     batches = order.split(batch_size)[:max_batches] if max_batches else order.split(batch_size)
     total_loss, correct, seen = 0.0, 0, 0
     bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, file=sys.stdout, disable=None)
     for idx in bar:
-        x = augment(data.images[idx], generator)
-        y = data.labels[idx]
+        images, labels = data.images[idx], data.labels[idx]
+        if extra is not None and extra_per_batch > 0:
+            pick = torch.randint(len(extra), (extra_per_batch,), generator=generator)
+            images = torch.cat([images, extra.images[pick]])
+            labels = torch.cat([labels, extra.labels[pick]])
+        x = augment(images, generator).to(device)
+        y = labels.to(device)
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total_loss += loss.item() * len(idx)
+        if ema is not None:
+            ema.update_parameters(model)
+        total_loss += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
-        seen += len(idx)
+        seen += len(y)
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
     return total_loss / seen, correct / seen
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, data: Split, max_batches: int | None = None) -> dict[str, Any]:
+def evaluate(
+    model: torch.nn.Module, data: Split, max_batches: int | None = None, device: torch.device = CPU
+) -> dict[str, Any]:
     """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix (rows: true, columns: predicted)."""
     model.eval()
     k = len(CLASSES)
@@ -205,9 +137,9 @@ def evaluate(model: torch.nn.Module, data: Split, max_batches: int | None = None
     for i, start in enumerate(range(0, len(data), EVAL_BATCH_SIZE)):
         if max_batches is not None and i >= max_batches:
             break
-        x = data.images[start : start + EVAL_BATCH_SIZE]
+        x = data.images[start : start + EVAL_BATCH_SIZE].to(device)
         y = data.labels[start : start + EVAL_BATCH_SIZE]
-        logits = model(x)
+        logits = model(x).cpu()
         total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
         seen += len(y)
         confusion += torch.bincount(y * k + logits.argmax(1), minlength=k * k).view(k, k)
@@ -239,45 +171,134 @@ def print_report(name: str, report: dict[str, Any]) -> None:
         print(f"{c:>3} " + " ".join(f"{v:5d}" for v in row))
 
 
-def plot_curves(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
+@dataclass
+class Fit:
+    """What a training loop produced: the best model (loaded), its epoch's row, and every epoch's row."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [h["train_loss"] for h in history], label="train (augmented)")
-    ax1.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    ax1.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
-    ax2.plot(epochs, [h["train_accuracy"] for h in history], label="train (augmented)")
-    ax2.plot(epochs, [h["val_accuracy"] for h in history], label="validation")
-    ax2.set(xlabel="epoch", ylabel="accuracy", title="Accuracy", ylim=(0.97, 1.0))
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    model: MNISTClassifier
+    best: dict[str, float]
+    history: list[dict[str, float]]
+    seconds: float
 
 
-def plot_confusion(confusion: list[list[int]], accuracy: float, path: Path) -> None:
-    import matplotlib
+def fit(
+    model: MNISTClassifier,
+    train_split: Split,
+    val_split: Split,
+    args: argparse.Namespace,
+    device: torch.device,
+    run: Run,
+    epochs: int,
+    lr: float,
+    extra: Split | None = None,
+) -> Fit:
+    """The epoch loop: AdamW + one-cycle, optional EMA weights, validation after each epoch (logged to the run),
+    early stopping; the epoch with the best validation accuracy is kept."""
+    max_batches = DRY_RUN_BATCHES if args.dry_run else None
+    steps_per_epoch = max_batches or math.ceil(len(train_split) / args.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25
+    )
+    # EMA of the weights (and batch-norm statistics): the average of the last few hundred steps generalises a little
+    # better than the last step's weights, at no cost in inference.
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
+    scored: torch.nn.Module = ema.module if ema is not None else model
+    generator = torch.Generator().manual_seed(args.seed)
+    history: list[dict[str, float]] = []
+    best: dict[str, float] | None = None
+    best_state: dict[str, torch.Tensor] = {}
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        train_loss, train_acc = train(
+            model, train_split, optimizer, scheduler, args.batch_size, generator, epoch, max_batches, device,
+            args.label_smoothing, ema, extra, args.feedback_per_batch if extra is not None else 0,
+        )  # fmt: skip
+        val = evaluate(scored, val_split, max_batches, device)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_acc,
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(row)
+        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        improved = best is None or (val["accuracy"], -val["loss"]) > (best["val_accuracy"], -best["val_loss"])
+        if improved:
+            best = row
+            best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
+        print(
+            f"epoch {epoch:2d}/{epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+            f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}  {row['seconds']:.0f}s"
+            + ("  *best" if improved else "")
+        )
+        if best is not None and epoch - int(best["epoch"]) >= args.patience:
+            print(f"early stop: no better validation accuracy for {args.patience} epochs")
+            break
+    assert best is not None
+    model.load_state_dict(best_state)
+    return Fit(model.cpu(), best, history, time.perf_counter() - started)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    image = ax.imshow([[math.log1p(v) for v in row] for row in confusion], cmap="Blues")
-    for i, row in enumerate(confusion):
-        for j, v in enumerate(row):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if i == j else "black")
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true")
-    ax.set_title(f"MNIST test set: {accuracy:.2%} accuracy")
-    fig.colorbar(image, ax=ax, label="log(1 + count)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def data_hash(digests: dict[str, str]) -> str:
+    """One sha256 over the data files' own digests (a tag that says which data a run saw)."""
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+
+
+def record_run(
+    result: Fit,
+    test_split: Split,
+    args: argparse.Namespace,
+    run: Run,
+    out: Path,
+    reports_dir: Path,
+    extra_meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Test the kept model, register it, and write the checkpoint (its run and version in its metadata), metrics.json,
+    the curves and the confusion matrix, each logged to the run. Returns the checkpoint's metadata."""
+    max_batches = DRY_RUN_BATCHES if args.dry_run else None
+    test = evaluate(result.model, test_split, max_batches)
+    print_report("test (official 10k)" if not args.dry_run else "test (dry run, partial)", test)
+    run.log_metrics({"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
+    version = run.register(description=args.hypothesis or "")
+    meta = {
+        "test_accuracy": test["accuracy"],
+        "test_correct": test["correct"],
+        "test_total": test["total"],
+        "val_accuracy": result.best["val_accuracy"],
+        "best_epoch": int(result.best["epoch"]),
+        "epochs_run": len(result.history),
+        "train_seconds": round(result.seconds, 1),
+        "parameters": count_parameters(result.model),
+        "torch_version": torch.__version__.split("+")[0],
+        "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "recipe": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "dry_run": args.dry_run,
+        "run_id": run.run_id,
+        "registered_model": REGISTERED_MODEL if version else None,
+        "model_version": version,
+        **extra_meta,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(result.model, meta, out)
+    metrics = {"history": result.history, "best": result.best, "test": test, "meta": meta}
+    (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_curves(result.history, reports_dir / "training_curves.png")
+    plot_confusion(test["confusion"], test["accuracy"], reports_dir / "confusion_matrix.png")
+    run.log_artifact(out, CHECKPOINT_ARTIFACTS)
+    for name in ("metrics.json", "training_curves.png", "confusion_matrix.png"):
+        run.log_artifact(reports_dir / name)
+    print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB); metrics.json, curves, confusion matrix in {reports_dir}")
+    if version:
+        print(f"registered {REGISTERED_MODEL} version {version} (run {run.run_id})")
+        print(f"ship it through the gate: make promote VERSION={version}")
+    print(f"wall time {result.seconds / 60:.1f} min; test accuracy {test['accuracy']:.4%}")
+    return meta
 
 
 def run_evaluation(model_path: Path, data_dir: str | None) -> dict[str, Any]:
@@ -292,6 +313,25 @@ def run_evaluation(model_path: Path, data_dir: str | None) -> dict[str, Any]:
     return report
 
 
+def train_from_scratch(args: argparse.Namespace, device: torch.device, run: Run) -> int:
+    """Full training (or --dry-run): a new model from random weights, registered as a new version."""
+    torch.manual_seed(args.seed)
+    full_train, test_split, digests = load_mnist(args.data_dir)
+    train_split, val_split = split_validation(full_train, VALIDATION_SIZE, args.seed)
+    model = MNISTClassifier(tuple(args.channels), args.hidden, args.dropout).to(device)
+    print(
+        f"train {len(train_split)}, validation {len(val_split)}, test {len(test_split)}; "
+        f"{count_parameters(model):,} parameters; {args.threads} threads; device {device}"
+    )
+    run.set_tags({"data_sha256": data_hash(digests)})
+    run.log_params({**vars(args), "parameters": count_parameters(model)})
+    result = fit(model, train_split, val_split, args, device, run, 1 if args.dry_run else args.epochs, args.lr)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out: Path = args.out or (DRY_RUN_OUT if args.dry_run else RUNS_DIR / f"{stamp}-{args.run_name}" / "model.pth")
+    record_run(result, test_split, args, run, out, out.parent, {"data_sha256": digests})
+    return 0
+
+
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every default, except where the help already says what an unset (None) value means."""
 
@@ -301,120 +341,108 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def main(argv: list[str] | None = None) -> int:
+def channels(text: str) -> list[int]:
+    widths = [int(v) for v in text.split(",")]
+    if len(widths) != 3 or min(widths) < 1:
+        raise argparse.ArgumentTypeError("three positive widths, e.g. 32,48,96")
+    return widths
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Train the MNIST CNN (or --evaluate a checkpoint).",
+        description="Train the MNIST CNN, fine-tune it on user feedback, or promote/roll back the production model.",
         formatter_class=DefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=int, default=16, help="maximum epochs (one-cycle schedule spans them)")
-    parser.add_argument("--batch-size", type=int, default=128, help="training batch size")
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, one-cycle)")
-    parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    parser.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a better val")
-    parser.add_argument("--seed", type=int, default=1, help="seed for the split, init, shuffling and augmentation")
-    parser.add_argument(
+    recipe = parser.add_argument_group("recipe (training from scratch)")
+    recipe.add_argument("--epochs", type=int, default=16, help="maximum epochs (one-cycle schedule spans them)")
+    recipe.add_argument("--batch-size", type=int, default=128, help="training batch size")
+    recipe.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, one-cycle)")
+    recipe.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    recipe.add_argument("--patience", type=int, default=5, help="stop after this many epochs without a better val")
+    recipe.add_argument("--seed", type=int, default=1, help="seed for the split, init, shuffling and augmentation")
+    recipe.add_argument("--channels", type=channels, default=[32, 48, 96], help="conv widths of the three stages")
+    recipe.add_argument("--hidden", type=int, default=128, help="width of the dense hidden layer")
+    recipe.add_argument("--dropout", type=float, default=0.3, help="dropout before each dense layer")
+    recipe.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
+    recipe.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights per step (0: off)")
+
+    tune = parser.add_argument_group("retraining from feedback (--retrain)")
+    tune.add_argument("--retrain", action="store_true", help="fine-tune production on MNIST + labelled feedback")
+    tune.add_argument("--base", type=Path, default=DEFAULT_MODEL_PATH, help="the model --retrain starts from")
+    tune.add_argument("--finetune-epochs", type=int, default=3, help="epochs over MNIST when fine-tuning")
+    tune.add_argument("--finetune-lr", type=float, default=1e-3, help="peak learning rate when fine-tuning")
+    tune.add_argument("--feedback-per-batch", type=int, default=32, help="feedback images added to every batch")
+    tune.add_argument("--min-feedback", type=int, default=50, help="refuse with fewer labelled rows than this")
+
+    ops = parser.add_argument_group("the production model")
+    ops.add_argument("--promote", metavar="VERSION", help="gate, then ship a registered version as models/model.pth")
+    ops.add_argument("--rollback", action="store_true", help="restore the production model before the last promotion")
+    ops.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="evaluate CHECKPOINT on the test set")
+
+    run = parser.add_argument_group("run")
+    run.add_argument(
         "--data-dir",
         default=os.environ.get("MNIST_DIR") or None,
         help="folder with the four MNIST IDX files (.gz or not) for offline use; unset: download (env MNIST_DIR)",
     )
-    parser.add_argument(
+    run.add_argument(
         "--out",
         type=Path,
         default=None,
-        help=f"checkpoint path, with metrics.json and training_curves.png beside it (default: "
-        f"{DEFAULT_MODEL_PATH.relative_to(PROJECT_DIR)}; {DRY_RUN_OUT.relative_to(PROJECT_DIR)} with --dry-run)",
+        help=f"checkpoint path (default: {RUNS_DIR.relative_to(PROJECT_DIR)}/<time>-<run name>/model.pth, with "
+        f"metrics.json and the plots beside it; {DRY_RUN_OUT.relative_to(PROJECT_DIR)} with --dry-run; "
+        f"{CANDIDATE_PATH.relative_to(PROJECT_DIR)} with --retrain)",
     )
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads for torch")
-    parser.add_argument("--dry-run", action="store_true", help=f"{DRY_RUN_BATCHES} batches per epoch, 1 epoch")
-    parser.add_argument("--evaluate", type=Path, metavar="CHECKPOINT", help="evaluate CHECKPOINT on the test set")
-    args = parser.parse_args(argv)
+    run.add_argument("--device", default="auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, mps")
+    run.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads for torch")
+    run.add_argument("--dry-run", action="store_true", help=f"{DRY_RUN_BATCHES} batches per epoch, 1 epoch")
+    run.add_argument("--run-name", help="MLflow run name (default: train, dry-run or retrain)")
+    run.add_argument("--hypothesis", default="", help="one line: what this run is expected to show (run tag)")
+    run.add_argument("--experiment-batch", default="", help="tag: the `make experiments` batch this run belongs to")
+    run.add_argument("--no-track", action="store_true", help="do not record the run in MLflow")
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.evaluate:
         run_evaluation(args.evaluate, args.data_dir)
         return 0
+    if args.promote or args.rollback:
+        import promotion  # imports this module: loaded only when asked for
 
-    torch.manual_seed(args.seed)
-    device = torch.device("cpu")  # the app serves on CPU; MNIST trains in minutes on 2 cores
-    full_train, test_split, digests = load_mnist(args.data_dir)
-    train_split, val_split = split_validation(full_train, VALIDATION_SIZE, args.seed)
-    epochs = 1 if args.dry_run else args.epochs
-    max_batches = DRY_RUN_BATCHES if args.dry_run else None
-    steps_per_epoch = max_batches or math.ceil(len(train_split) / args.batch_size)
+        return promotion.promote(args.promote, args.data_dir) if args.promote else promotion.rollback()
 
-    model = MNISTClassifier().to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=epochs * steps_per_epoch, pct_start=0.25
-    )
-    generator = torch.Generator().manual_seed(args.seed)
-    print(
-        f"train {len(train_split)}, validation {len(val_split)}, test {len(test_split)}; "
-        f"{count_parameters(model):,} parameters; {args.threads} threads"
-    )
+    device = pick_device(args.device)
+    print(f"device: {device}")
+    mode = "retrain" if args.retrain else "dry-run" if args.dry_run else "train"
+    args.run_name = args.run_name or mode
+    tags = {"mode": mode, "git_commit": git_commit(), "hypothesis": args.hypothesis, "device": str(device)}
+    if args.experiment_batch:
+        tags["experiment_batch"] = args.experiment_batch
+    if args.retrain:
+        import retrain  # imports this module: loaded only when asked for
 
-    out: Path = args.out or (DRY_RUN_OUT if args.dry_run else DEFAULT_MODEL_PATH)  # a dry run never replaces the model
-    out.parent.mkdir(parents=True, exist_ok=True)
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        train_loss, train_acc = train(
-            model, train_split, optimizer, scheduler, args.batch_size, generator, epoch, max_batches
-        )
-        val = evaluate(model, val_split, max_batches)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
-            "val_loss": val["loss"],
-            "val_accuracy": val["accuracy"],
-            "lr": scheduler.get_last_lr()[0],
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        improved = best is None or (val["accuracy"], -val["loss"]) > (best["val_accuracy"], -best["val_loss"])
-        if improved:
-            best = row
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        print(
-            f"epoch {epoch:2d}/{epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-            f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}  {row['seconds']:.0f}s"
-            + ("  *best" if improved else "")
-        )
-        if best is not None and epoch - int(best["epoch"]) >= args.patience:
-            print(f"early stop: no better validation accuracy for {args.patience} epochs")
-            break
-    train_seconds = time.perf_counter() - started
-    assert best is not None
-    model.load_state_dict(best_state)
+        # Refusals (too few rows, no database) come before a run exists, so nothing is recorded or registered.
+        feedback = retrain.prepare(args)
+        if feedback is None:
+            return 2
+        run = Run(args.run_name, tags, enabled=not args.no_track)
+        return finish(run, lambda: retrain.fine_tune(args, device, run, feedback))
+    run = Run(args.run_name, tags, enabled=not args.no_track)
+    return finish(run, lambda: train_from_scratch(args, device, run))
 
-    test = evaluate(model, test_split, max_batches)
-    print_report("test (official 10k)" if not args.dry_run else "test (dry run, partial)", test)
-    meta = {
-        "test_accuracy": test["accuracy"],
-        "test_correct": test["correct"],
-        "test_total": test["total"],
-        "val_accuracy": best["val_accuracy"],
-        "best_epoch": int(best["epoch"]),
-        "epochs_run": len(history),
-        "train_seconds": round(train_seconds, 1),
-        "parameters": count_parameters(model),
-        "torch_version": torch.__version__.split("+")[0],
-        "data_sha256": digests,
-        "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "recipe": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "evaluate"},
-        "dry_run": args.dry_run,
-    }
-    save_checkpoint(model, meta, out)
-    metrics = {"history": history, "best": best, "test": test, "meta": meta}
-    (out.parent / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_curves(history, out.parent / "training_curves.png")
-    print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB), metrics.json, training_curves.png in {out.parent}")
-    print(f"wall time {train_seconds / 60:.1f} min; test accuracy {test['accuracy']:.4%}")
-    return 0
+
+def finish(run: Run, work: Callable[[], int]) -> int:
+    """Run `work` and close the MLflow run as FINISHED or FAILED (an interrupted run must not look finished)."""
+    try:
+        code = work()
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    run.finish("FINISHED" if code == 0 else "FAILED")
+    return code
 
 
 if __name__ == "__main__":

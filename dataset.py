@@ -1,0 +1,134 @@
+"""MNIST for training: the files (downloaded by torchvision, or placed from an offline folder), seeded splits, and the
+batch augmentation that moves MNIST towards digits drawn on a canvas.
+
+    python -c "import dataset, pathlib; print(dataset.place_mnist(pathlib.Path('/path/to/mnist')))"   # = make data
+
+MNIST comes through torchvision: downloaded on a machine with internet, or, offline, placed from the folder that
+`MNIST_DIR` (or train.py's `--data-dir`) names, which holds the four IDX files (`.gz` or not). They are put
+uncompressed in `data/MNIST/raw/`, where torchvision finds them and downloads nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision import datasets
+
+from utils import PROJECT_DIR
+
+DATA_ROOT = PROJECT_DIR / "data"
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+VALIDATION_SIZE = 5_000
+
+# Augmentation strengths (per image, uniform in [-x, x] unless noted). Modest on purpose: preprocessing already
+# normalises size and position, the model only has to absorb what remains.
+MAX_ROTATION_DEG = 12.0
+MAX_SCALE = 0.12  # zoom factor in [1 - x, 1 + x]
+MAX_SHEAR = 0.15
+MAX_SHIFT_PX = 2.0
+P_THICKER = 0.25  # half-step dilation (mean of the image and its 3x3 max-pool): fat pen
+P_THINNER = 0.15  # soften-erode strokes: thin pen
+P_SOLID = 0.3  # harden edges: canvas strokes are uniform, not pen-pressure grey
+
+
+@dataclass
+class Split:
+    """Images (N, 1, 28, 28) float32 in [0, 1] and labels (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def place_mnist(source: Path, root: Path = DATA_ROOT) -> Path:
+    """Copy the four IDX files from `source` (`.gz` or not) into `root/MNIST/raw/`, uncompressed; return raw dir."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        target = raw / name
+        if target.is_file() and target.stat().st_size > 0:
+            continue
+        plain, packed = source / name, source / f"{name}.gz"
+        tmp = target.with_suffix(".part")
+        if plain.is_file():
+            shutil.copyfile(plain, tmp)
+        elif packed.is_file():
+            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            raise FileNotFoundError(f"{source} has neither {name} nor {name}.gz (the four MNIST IDX files).")
+        tmp.replace(target)  # atomic: an interrupted copy never looks complete
+    return raw
+
+
+def load_mnist(data_dir: str | None, root: Path = DATA_ROOT) -> tuple[Split, Split, dict[str, str]]:
+    """(train 60k, test 10k, sha256 of the raw files) through torchvision, placing offline files first."""
+    if data_dir:
+        place_mnist(Path(data_dir), root)
+    splits = []
+    for train in (True, False):
+        ds = datasets.MNIST(root=str(root), train=train, download=True)
+        images = ds.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
+        splits.append(Split(images, ds.targets.long()))
+    raw = root / "MNIST" / "raw"
+    digests = {name: hashlib.sha256((raw / name).read_bytes()).hexdigest() for name in MNIST_FILES}
+    return splits[0], splits[1], digests
+
+
+def split_validation(full: Split, size: int, seed: int) -> tuple[Split, Split]:
+    """Seeded random hold-out of `size` training images for validation."""
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:size], order[size:]
+    return Split(full.images[train], full.labels[train]), Split(full.images[val], full.labels[val])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Augmentation (whole batches at once: one affine_grid/grid_sample call is far faster than per-image PIL on 2 cores)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random affine + stroke-thickness changes for a (N, 1, 28, 28) batch in [0, 1]."""
+    n = images.shape[0]
+
+    def uniform(limit: float) -> torch.Tensor:
+        return (torch.rand(n, generator=generator) * 2 - 1) * limit
+
+    angle = uniform(math.radians(MAX_ROTATION_DEG))
+    scale = 1 + uniform(MAX_SCALE)
+    shear = uniform(MAX_SHEAR)
+    shift = torch.stack([uniform(MAX_SHIFT_PX), uniform(MAX_SHIFT_PX)], dim=1) * (2 / images.shape[-1])
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    # Inverse map (output -> input coordinates) as affine_grid expects: rotation/scale, then shear along x.
+    theta = torch.stack(
+        [torch.stack([cos, -sin + shear * cos, shift[:, 0]], 1), torch.stack([sin, cos + shear * sin, shift[:, 1]], 1)],
+        dim=1,
+    )
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    pick = torch.rand(n, generator=generator)
+    thicker = (pick < P_THICKER).view(n, 1, 1, 1)
+    thinner = ((pick >= P_THICKER) & (pick < P_THICKER + P_THINNER)).view(n, 1, 1, 1)
+    dilated = 0.5 * (out + F.max_pool2d(out, 3, stride=1, padding=1))
+    eroded = (out - F.max_pool2d(-out, 3, stride=1, padding=1).neg()).clamp(min=0)  # out minus its erosion
+    out = torch.where(thicker, dilated, torch.where(thinner, (out - 0.5 * eroded).clamp(min=0), out))
+    solid = (torch.rand(n, generator=generator) < P_SOLID).view(n, 1, 1, 1)
+    return torch.where(solid, ((out - 0.25) * 2.5).clamp(0, 1), out)

@@ -1,0 +1,173 @@
+"""Tracked experiments: train each configuration below as an MLflow run, then write the comparison into the model card.
+
+    make experiments                    # = python experiments.py: every configuration, then the report
+    python experiments.py --report      # only the report, from the tracking store (models/README.md, experiments.png)
+    python experiments.py --dry-run     # every configuration for a few batches (tests)
+
+Each run stores its one-line hypothesis (tag `hypothesis`) and the batch it belongs to (tag `experiment_batch`).
+The winner is the run with the best validation accuracy: the official test set is reported, never used to choose.
+Budget: all of it within 60 minutes on 2 CPU cores, so every configuration trains 12 epochs (the shipped recipe
+used 16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import train
+from plots import plot_experiments
+from registry import mlflow_installed, tracking_uri
+from utils import PROJECT_DIR
+
+MODEL_CARD = PROJECT_DIR / "models" / "README.md"
+COMPARISON_PLOT = PROJECT_DIR / "models" / "experiments.png"
+START, END = "<!-- experiments:start -->", "<!-- experiments:end -->"
+EPOCHS = 12
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    hypothesis: str
+    flags: tuple[str, ...]
+
+
+EXPERIMENTS = (
+    Experiment(
+        "baseline",
+        "The shipped recipe cut to 12 epochs lands near its 99.68 %: the reference the others must beat.",
+        (),
+    ),
+    Experiment(
+        "ema-smooth",
+        "An EMA of the weights and softened targets (label smoothing 0.05) steady the final weights: "
+        "a few hundredths of a point more, at no inference cost.",
+        ("--ema", "0.999", "--label-smoothing", "0.05"),
+    ),
+    Experiment(
+        "wide-ema",
+        "Wider convolutions (48/64/128) add capacity that augmentation keeps from "
+        "overfitting; about 1.8x the compute per image, still far below 2 ms.",
+        ("--channels", "48,64,128", "--ema", "0.999", "--label-smoothing", "0.05"),
+    ),
+)
+
+
+def run_all(dry_run: bool, extra: list[str]) -> str:
+    """Train every configuration as one batch of tracked runs; returns the batch's id."""
+    batch = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ("-dry-run" if dry_run else "")
+    for experiment in EXPERIMENTS:
+        print(f"\n=== {experiment.name}: {experiment.hypothesis}")
+        out = train.RUNS_DIR / f"{batch}-{experiment.name}" / "model.pth"
+        argv = ["--epochs", str(EPOCHS), *experiment.flags, "--run-name", experiment.name]
+        argv += ["--hypothesis", experiment.hypothesis, "--out", str(out), "--experiment-batch", batch, *extra]
+        code = train.main(argv + (["--dry-run"] if dry_run else []))
+        if code != 0:
+            raise SystemExit(f"{experiment.name} failed (exit {code})")
+    return batch
+
+
+def batch_runs(batch: str | None) -> tuple[str, list[Any]]:
+    """The finished runs of one experiment batch (the newest when `batch` is None), in the order they ran."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri())
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.experiment_batch != '' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+    )
+    batches = sorted(
+        {r.data.tags["experiment_batch"] for r in runs if "dry-run" not in r.data.tags["experiment_batch"]}
+    )
+    chosen = batch or (batches[-1] if batches else None)
+    if chosen is None:
+        raise SystemExit(f"no finished experiment runs in {tracking_uri()}: run `make experiments` first")
+    return chosen, [r for r in runs if r.data.tags["experiment_batch"] == chosen]
+
+
+def report(batch: str | None = None) -> str:
+    """The comparison table and curves, generated from the tracking store, written into the model card."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri())
+    chosen, runs = batch_runs(batch)
+    curves = {
+        r.info.run_name: {
+            key: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
+            for key in ("train_loss", "val_accuracy")
+        }
+        for r in runs
+    }
+    plot_experiments(curves, COMPARISON_PLOT)
+    best_val = {r.info.run_id: max((v for _, v in curves[r.info.run_name]["val_accuracy"]), default=0.0) for r in runs}
+    winner = max(runs, key=lambda r: best_val[r.info.run_id])
+    rows = [
+        "| run | hypothesis | recipe | best val | official test | minutes | version |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        p, m = r.data.params, r.data.metrics
+        recipe = (
+            f"{p.get('epochs')} ep, ch {p.get('channels')}, hidden {p.get('hidden')}, "
+            f"EMA {p.get('ema')}, smoothing {p.get('label_smoothing')}, {int(p.get('parameters', 0)):,} params"
+        )
+        minutes = sum(v for _, v in client_metric(client, r.info.run_id, "seconds")) / 60
+        name = f"**{r.info.run_name}**" if r is winner else r.info.run_name
+        rows.append(
+            f"| {name} | {r.data.tags.get('hypothesis', '')} | {recipe} | {best_val[r.info.run_id]:.2%} | "
+            f"{m.get('test_accuracy', float('nan')):.2%} | {minutes:.1f} | {r.data.tags.get('model_version', '?')} |"
+        )
+    text = "\n".join(
+        [
+            START,
+            f"Batch `{chosen}` (`make experiments`; generated from the tracking store by `python experiments.py "
+            f"--report`, not typed by hand). Winner by validation accuracy: **{winner.info.run_name}** "
+            f"(version {winner.data.tags.get('model_version', '?')}).",
+            "",
+            *rows,
+            "",
+            "![validation accuracy and training loss per epoch, one line per run](experiments.png)",
+            END,
+        ]
+    )
+    card = MODEL_CARD.read_text()
+    if START in card:
+        card = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: text, card, flags=re.S)
+    else:
+        card = card.rstrip() + "\n\n## Experiments\n\n" + text + "\n"
+    MODEL_CARD.write_text(card)
+    print(text)
+    return str(winner.data.tags.get("model_version", ""))
+
+
+def client_metric(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=train.DefaultsHelpFormatter)
+    parser.add_argument("--report", action="store_true", help="only regenerate the report from the store")
+    parser.add_argument("--batch", help="report this batch (default: the newest)")
+    parser.add_argument("--dry-run", action="store_true", help="a few batches per configuration, no report")
+    args, extra = parser.parse_known_args(argv)
+    if not mlflow_installed():
+        print("mlflow is not installed (pip install -r requirements-dev.txt): experiments need the tracking store")
+        return 2
+    if args.report:
+        report(args.batch)
+        return 0
+    batch = run_all(args.dry_run, extra)
+    if not args.dry_run:
+        version = report(batch)
+        print(f"\nship the winner through the gate: make promote VERSION={version}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
