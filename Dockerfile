@@ -12,12 +12,14 @@ WORKDIR /app
 # torch/torchvision: the CPU wheels of the versions requirements.txt pins (the default wheels bring GBs of CUDA).
 # pgserver (the embedded database for `make run`) is left out: Compose always provides PostgreSQL.
 COPY requirements.txt .
-RUN pip install --index-url https://download.pytorch.org/whl/cpu $(grep -E '^(torch|torchvision)==' requirements.txt) \
+RUN grep -E '^(torch|torchvision)==' requirements.txt > /tmp/requirements-torch.txt \
  && grep -v -E '^(torch|torchvision|pgserver)==' requirements.txt > /tmp/requirements-runtime.txt \
+ && pip install --index-url https://download.pytorch.org/whl/cpu -r /tmp/requirements-torch.txt \
  && pip install -r /tmp/requirements-runtime.txt \
- && rm /tmp/requirements-runtime.txt
+ && rm /tmp/requirements-torch.txt /tmp/requirements-runtime.txt
 
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin app \
+RUN groupadd --gid 10001 app \
+ && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin app \
  && mkdir -p /app/data /app/models \
  && chown app:app /app/data
 
@@ -26,9 +28,9 @@ COPY .streamlit/ .streamlit/
 COPY app.py utils.py db.py ./
 COPY models/model.pth models/model.pth
 
-USER app
+USER 10001:10001
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-  CMD python -c "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).status != 200)"
+  CMD ["python", "-c", "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).status != 200)"]
 
 CMD ["streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0"]

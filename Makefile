@@ -7,13 +7,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 STAMP := $(VENV)/.installed-stamp
-SOURCES := app.py utils.py db.py train.py tests
+SOURCES := *.py tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: help install run test lint format typecheck train evaluate bench data up down logs clean
+.PHONY: help install run test lint format typecheck train evaluate experiments promote rollback retrain retrain-drill \
+	mlflow bench data up down logs clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # Re-runs only when a requirements file changes (the stamp is older than them).
 $(STAMP): requirements.txt requirements-dev.txt
@@ -30,9 +31,11 @@ run: install ## Start the app at http://localhost:$(PORT) (embedded PostgreSQL u
 test: install lint typecheck ## Lint, typecheck and run every test (what CI runs)
 	$(PY) -m pytest
 
-lint: install ## black --check and flake8
+lint: install ## black --check, flake8, actionlint (the CI workflow) and hadolint (the Dockerfile)
 	$(PY) -m black --check --quiet $(SOURCES)
 	$(PY) -m flake8 $(SOURCES)
+	$(VENV)/bin/actionlint .github/workflows/*.yml
+	$(VENV)/bin/hadolint Dockerfile
 
 format: install ## Reformat the code with black
 	$(PY) -m black --quiet $(SOURCES)
@@ -40,18 +43,38 @@ format: install ## Reformat the code with black
 typecheck: install ## mypy
 	$(PY) -m mypy
 
-train: install ## Train from scratch -> models/model.pth, metrics.json, training_curves.png (MNIST_DIR offline)
+train: install ## Train from scratch: a tracked run and a registered version (MNIST_DIR offline); ship it with promote
 	$(PY) train.py
 
 evaluate: install ## Test-set accuracy, per-class P/R/F1, models/confusion_matrix.png for the shipped model
 	$(PY) train.py --evaluate models/model.pth
+
+experiments: install ## Train every configuration in experiments.py (tracked), compare them in models/README.md
+	$(PY) experiments.py
+
+promote: install ## Gate registered VERSION=N against production; on success it becomes models/model.pth
+	@test -n "$(VERSION)" || { echo "Usage: make promote VERSION=N (a version of mnist-digit-classifier)"; exit 2; }
+	$(PY) train.py --promote $(VERSION)
+
+rollback: install ## Restore the production model that the last promotion replaced
+	$(PY) train.py --rollback
+
+retrain: install ## Fine-tune production on the feedback in the app's database -> models/candidate.pth (+ .json)
+	$(PY) train.py --retrain
+
+retrain-drill: install ## The feedback loop on styles the model misreads, in a throwaway database (figures)
+	$(PY) tests/feedback_drill.py
+
+mlflow: install ## The MLflow UI over the tracking store on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
+		--backend-store-uri "$$($(PY) -c 'import registry; print(registry.tracking_uri())')"
 
 bench: install ## Benchmarks: inference latency, database writes/reads, page response (figures for the README)
 	$(PY) tests/benchmark.py
 
 data: install ## Place the MNIST files from MNIST_DIR into data/MNIST/raw/ (offline machines)
 	@test -n "$(MNIST_DIR)" || { echo "Set MNIST_DIR to a folder with the four MNIST IDX files (.gz or not)"; exit 1; }
-	$(PY) -c "import train, pathlib; print(train.place_mnist(pathlib.Path('$(MNIST_DIR)')))"
+	$(PY) -c "import dataset, pathlib; print(dataset.place_mnist(pathlib.Path('$(MNIST_DIR)')))"
 
 up: ## docker compose up -d --build (needs .env: cp .env.example .env and set passwords)
 	$(COMPOSE) up -d --build

@@ -448,6 +448,14 @@ def stats_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     model_card(checkpoint)
 
 
+def registry_version(meta: dict[str, Any]) -> str:
+    """The checkpoint's own record of its registered version ("mnist-digit-classifier v7, run 1a2b3c4d")."""
+    if not meta.get("model_version"):
+        return "not registered (trained before the model registry)"
+    run = f", run {str(meta['run_id'])[:8]}" if meta.get("run_id") else ""
+    return f"{meta.get('registered_model', 'model')} v{meta['model_version']}{run}"
+
+
 def model_card(checkpoint: utils.Checkpoint) -> None:
     meta = checkpoint.meta
     st.markdown("**Model card**")
@@ -459,7 +467,8 @@ def model_card(checkpoint: utils.Checkpoint) -> None:
         "Trained": str(meta.get("trained_at", "unknown")),
         "Epochs": f"{meta.get('best_epoch', '?')} best of {meta.get('epochs_run', '?')}",
         "Training time": f"{meta['train_seconds'] / 60:.1f} min (CPU)" if "train_seconds" in meta else "unknown",
-        "Version": checkpoint.version,
+        "Registry version": registry_version(meta),
+        "File version": checkpoint.version,
     }
     st.table(pd.DataFrame({"": list(facts.values())}, index=list(facts.keys())))
 

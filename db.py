@@ -490,6 +490,35 @@ class Database:
 
         return self._run(read)
 
+    def count_labelled(self) -> int:
+        """How many predictions carry a user's true label and the image the model saw (what retraining can use)."""
+
+        def read(cur: Any) -> int:
+            self._ensure_schema_in(cur)
+            cur.execute("SELECT count(*) AS n FROM predictions WHERE true_label IS NOT NULL AND image IS NOT NULL")
+            return int(cur.fetchone()["n"])
+
+        return self._run(read)
+
+    def iter_labelled(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every labelled prediction with its image, oldest first, streamed through a server-side cursor: the rows
+        arrive `batch_size` at a time, so a large table never sits in memory. Raises DatabaseUnavailable if the
+        database cannot be reached (or drops the connection mid-stream)."""
+        self.ensure_ready()
+        try:
+            with self._connection() as conn:
+                with conn:  # a named cursor lives inside one transaction
+                    with conn.cursor(name="labelled_rows", cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                        cur.itersize = batch_size
+                        cur.execute(
+                            "SELECT id, created_at, predicted_digit, true_label, image, model_version "
+                            "FROM predictions WHERE true_label IS NOT NULL AND image IS NOT NULL ORDER BY id"
+                        )
+                        for row in cur:
+                            yield {**row, "image": bytes(row["image"])}
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise DatabaseUnavailable(f"the database is unreachable: {exc}") from exc
+
     def get_stats(self, days: int = 30) -> dict[str, Any]:
         """Totals, accuracy on labelled rows (overall and per true digit), confusion counts, and daily volume."""
 

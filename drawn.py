@@ -1,16 +1,28 @@
-"""Canvas-like digits made from MNIST test images: how a 280x280 canvas holds a digit a person drew.
+"""Digits as a 280x280 canvas holds them: MNIST test digits re-drawn as canvas strokes, and digits drawn from pen
+strokes in handwriting styles that MNIST rarely has.
 
-Each digit is cropped, scaled to a random height (small to nearly full canvas), hardened into solid strokes (the
-canvas pen has no pressure grey), made thicker or thinner like a pen-width slider, and placed anywhere on the canvas.
-Seeded, so the set is the same on every run.
+    python -c "import drawn, utils; print(drawn.style_accuracy(utils.load_model(), 'slashed-zero', 200, seed=1))"
+
+`canvas_drawing`: each MNIST digit is cropped, scaled to a random height (small to nearly full canvas), hardened into
+solid strokes (the canvas pen has no pressure grey), made thicker or thinner like a pen-width slider, and placed
+anywhere on the canvas. `drawn_digit_accuracy` over 2,000 of them is the drawn-digit check of the promotion gate.
+`draw_style`: a digit drawn as polylines with a person's jitter (size, place, slant, pen width, wobble), for the
+feedback-retraining drill. Everything is seeded, so each set is the same on every run.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from PIL import Image, ImageFilter
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+import utils
 
 CANVAS = 280
+DRAWN_CHECK_SIZE = 2000
+DRAWN_CHECK_SEED = 2024
 
 
 def upscale_digit(digit: np.ndarray, height: int) -> np.ndarray:
@@ -49,3 +61,79 @@ def canvas_drawing(digit: np.ndarray, rng: np.random.Generator, transparent: boo
         rgba[..., :3] = layer[..., None]
         rgba[..., 3] = 255
     return rgba
+
+
+def drawn_digit_accuracy(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    size: int = DRAWN_CHECK_SIZE,
+    seed: int = DRAWN_CHECK_SEED,
+) -> float:
+    """Accuracy on `size` MNIST digits (N, 1, 28, 28) re-drawn on the canvas and read through the app's own
+    preprocessing (every fifth on a transparent background, as the canvas can send it)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(labels), size=size, replace=False)
+    correct = 0
+    for n, i in enumerate(picks):
+        drawing = canvas_drawing(images[int(i)].squeeze(0).numpy(), rng, transparent=n % 5 == 0)
+        correct += utils.classify(model, drawing).digit == int(labels[int(i)])
+    return correct / size
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Handwriting styles drawn from strokes (unit coordinates: x to the right, y down, the digit's box is [0, 1]^2)
+
+Stroke = list[tuple[float, float]]
+
+
+def arc(cx: float, cy: float, rx: float, ry: float, start_deg: float, end_deg: float, points: int = 16) -> Stroke:
+    angles = np.radians(np.linspace(start_deg, end_deg, points))
+    return [(cx + rx * math.cos(a), cy + ry * math.sin(a)) for a in angles]
+
+
+# Each: (the digit it is, its strokes). The shipped model reads the first three mostly wrong (see README).
+STYLES: dict[str, tuple[int, list[Stroke]]] = {
+    # A zero with a slash through it (programmers, Scandinavia): read as 8.
+    "slashed-zero": (0, [arc(0.5, 0.5, 0.4, 0.45, 0, 360, 20), [(1.0, -0.02), (0.0, 1.02)]]),
+    # A Z-shaped two with a bar across (German, French school hands): read as 7.
+    "crossed-two": (2, [[(0.05, 0.05), (0.95, 0.05), (0.05, 0.98), (0.95, 0.98)], [(0.2, 0.5), (0.8, 0.5)]]),
+    # A continental one with a long flag: read as 7.
+    "flag-one": (1, [[(0.05, 0.2), (0.6, 0.02), (0.6, 0.98)]]),
+    # Styles MNIST has plenty of (the model reads them): a control for the drill.
+    "crossed-seven": (7, [[(0.05, 0.05), (0.95, 0.05), (0.4, 0.98)], [(0.3, 0.5), (0.85, 0.5)]]),
+    "open-four": (4, [[(0.2, 0.02), (0.1, 0.6), (0.95, 0.6)], [(0.7, 0.2), (0.7, 0.98)]]),
+}
+
+
+def draw_style(style: str, rng: np.random.Generator) -> np.ndarray:
+    """One drawing of `style` as the canvas returns it: (280, 280, 4) uint8 RGBA, white strokes on black."""
+    _, strokes = STYLES[style]
+    image = Image.new("L", (CANVAS, CANVAS), 0)
+    pen = ImageDraw.Draw(image)
+    height = rng.uniform(110, 240)
+    width = height * rng.uniform(0.6, 0.8)
+    left, top = rng.uniform(8, CANVAS - 8 - width), rng.uniform(8, CANVAS - 8 - height)
+    slant = math.radians(rng.uniform(-12, 12))
+    pen_width = int(rng.choice([12, 16, 20, 24, 28]))
+    for stroke in strokes:
+        points = []
+        for x, y in stroke:
+            x, y = x + rng.normal(0, 0.03) - 0.5, y + rng.normal(0, 0.03) - 0.5  # wobble, about the box centre
+            x, y = x * math.cos(slant) - y * math.sin(slant), x * math.sin(slant) + y * math.cos(slant)
+            points.append((left + (x + 0.5) * width, top + (y + 0.5) * height))
+        pen.line(points, fill=255, width=pen_width, joint="curve")
+        for px, py in (points[0], points[-1]):  # round pen ends
+            r = pen_width / 2
+            pen.ellipse([px - r, py - r, px + r, py + r], fill=255)
+    rgba = np.zeros((CANVAS, CANVAS, 4), dtype=np.uint8)
+    rgba[..., :3] = np.asarray(image)[..., None]
+    rgba[..., 3] = 255
+    return rgba
+
+
+def style_accuracy(model: torch.nn.Module, style: str, count: int, seed: int) -> float:
+    """How often `model` reads `count` fresh drawings of `style` as the digit they are."""
+    rng = np.random.default_rng(seed)
+    digit = STYLES[style][0]
+    return sum(utils.classify(model, draw_style(style, rng)).digit == digit for _ in range(count)) / count

@@ -11,7 +11,7 @@ this module; the production model is the file `models/model.pth`, and the regist
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import os
 import subprocess
 import tempfile
@@ -28,14 +28,20 @@ PRODUCTION_ALIAS = "production"
 PREVIOUS_ALIAS = "previous"  # the production version before the last promotion: what `make rollback` restores
 CHECKPOINT_ARTIFACTS = "checkpoint"  # the run's artifact folder that a registered version points at
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars for 1 MB downloads
 
 
 class RegistryError(RuntimeError):
     """The tracking store or registry cannot do what was asked (unknown version, unreachable server, ...)."""
 
 
+@functools.cache
 def mlflow_installed() -> bool:
-    return importlib.util.find_spec("mlflow") is not None
+    try:
+        import mlflow  # noqa: F401  (a second or two, once per process)
+    except ImportError:
+        return False
+    return True
 
 
 def tracking_uri() -> str:

@@ -191,9 +191,11 @@ def fit(
     epochs: int,
     lr: float,
     extra: Split | None = None,
+    keep_last: bool = False,
 ) -> Fit:
     """The epoch loop: AdamW + one-cycle, optional EMA weights, validation after each epoch (logged to the run),
-    early stopping; the epoch with the best validation accuracy is kept."""
+    early stopping; the epoch with the best validation accuracy is kept (with `keep_last`, fine-tuning, the last
+    one: MNIST's validation set cannot tell how well the feedback was learnt)."""
     max_batches = DRY_RUN_BATCHES if args.dry_run else None
     steps_per_epoch = max_batches or math.ceil(len(train_split) / args.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=args.weight_decay)
@@ -227,7 +229,9 @@ def fit(
         }
         history.append(row)
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-        improved = best is None or (val["accuracy"], -val["loss"]) > (best["val_accuracy"], -best["val_loss"])
+        improved = (
+            best is None or keep_last or (val["accuracy"], -val["loss"]) > (best["val_accuracy"], -best["val_loss"])
+        )
         if improved:
             best = row
             best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
@@ -373,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--finetune-lr", type=float, default=1e-3, help="peak learning rate when fine-tuning")
     tune.add_argument("--feedback-per-batch", type=int, default=32, help="feedback images added to every batch")
     tune.add_argument("--min-feedback", type=int, default=50, help="refuse with fewer labelled rows than this")
+    tune.add_argument(
+        "--snapshot-dir",
+        type=Path,
+        default=DATA_ROOT / "feedback",
+        help="where each retrain snapshots the rows it used (a <UTC time>/ folder each)",
+    )
 
     ops = parser.add_argument_group("the production model")
     ops.add_argument("--promote", metavar="VERSION", help="gate, then ship a registered version as models/model.pth")

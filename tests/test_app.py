@@ -11,6 +11,7 @@ import numpy as np
 import psycopg2
 import pytest
 import streamlit as st
+import torch
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
@@ -168,6 +169,19 @@ def test_stats_show_totals_accuracy_and_the_model_card(page: Callable[[], AppTes
     assert metrics["Accuracy on feedback"] == "50.0%"
     card = at.table[0].value
     assert "Test accuracy (MNIST, 10k)" in card.index
+    assert card.loc["File version"].iloc[0] == utils.load_checkpoint().version
+
+
+def test_model_card_shows_the_registered_version_the_checkpoint_records(
+    page: Callable[[], AppTest], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    raw = torch.load(utils.DEFAULT_MODEL_PATH, weights_only=True)
+    raw["meta"].update(registered_model="mnist-digit-classifier", model_version="7", run_id="0123456789abcdef")
+    path = tmp_path / "registered.pth"
+    torch.save(raw, path)
+    monkeypatch.setenv("MODEL_PATH", str(path))
+    card = open_page(page(), "Stats").table[0].value
+    assert card.loc["Registry version"].iloc[0] == "mnist-digit-classifier v7, run 01234567"
 
 
 def test_missing_model_shows_the_fix_not_a_traceback(

@@ -1,0 +1,207 @@
+"""Promotion and rollback of the production model, `models/model.pth`, behind a gate.
+
+    make promote VERSION=7     # = python train.py --promote 7
+    make rollback              # = python train.py --rollback
+
+The gate evaluates the registered version on the official MNIST test set and on the project's drawn-digit check
+(2,000 test digits re-drawn as canvas strokes, read through the app's preprocessing), and the current production
+model the same way. It refuses, with a non-zero exit and `models/model.pth` untouched, unless the candidate reaches
+`MIN_OFFICIAL` and neither figure falls more than `MAX_DROP` below production's. On success the file is replaced
+atomically, the registry's alias `production` moves to the version and `previous` to the one before; the model it
+replaced is kept as `models/previous.pth` (git-ignored) and described in `models/production.json`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import drawn
+import registry
+from dataset import Split, load_mnist
+from train import evaluate
+from plots import plot_confusion
+from utils import DEFAULT_MODEL_PATH, Checkpoint, ModelLoadError, load_checkpoint
+
+MIN_OFFICIAL = 0.995  # the official test accuracy a production model must reach
+MAX_DROP = 0.001  # a promotion may not cost more than 0.1 points on either figure
+
+
+class Paths:
+    """The production model (`MODEL_PATH`, as for the app; default models/model.pth) and the files beside it."""
+
+    def __init__(self) -> None:
+        self.model = Path(os.environ.get("MODEL_PATH") or DEFAULT_MODEL_PATH)
+        self.dir = self.model.parent
+        self.previous = self.dir / "previous.pth"
+        self.record = self.dir / "production.json"
+
+
+def gate_figures(checkpoint: Checkpoint, test: Split) -> dict[str, Any]:
+    report = evaluate(checkpoint.model, test)
+    return {
+        "official": report["accuracy"],
+        "drawn": drawn.drawn_digit_accuracy(checkpoint.model, test.images, test.labels),
+        "report": report,
+    }
+
+
+def gate(candidate: dict[str, Any], production: dict[str, Any] | None, dry_run: bool = False) -> list[str]:
+    """Why the candidate may not be promoted (an empty list: it may)."""
+    reasons = (
+        ["it was trained by a dry run (a smoke test of a few batches, never a production model)"] if dry_run else []
+    )
+    if candidate["official"] < MIN_OFFICIAL:
+        reasons.append(f"official test {candidate['official']:.2%} is below the {MIN_OFFICIAL:.1%} bar")
+    if production is not None:
+        for key, name in (("official", "official test"), ("drawn", "drawn-digit check")):
+            if candidate[key] < production[key] - MAX_DROP:
+                reasons.append(
+                    f"{name} {candidate[key]:.2%} is more than {MAX_DROP * 100:.1f} points below production's "
+                    f"{production[key]:.2%}"
+                )
+    return reasons
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """`target` becomes a copy of `source` at once: a reader (the app, a deploy) never sees half a file."""
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as tmp:
+        with open(source, "rb") as src:
+            shutil.copyfileobj(src, tmp)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, target)
+
+
+def describe(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "sha256": hashlib.sha256(checkpoint.path.read_bytes()).hexdigest(),
+        "file_version": checkpoint.version,
+        "model_version": checkpoint.meta.get("model_version"),
+        "run_id": checkpoint.meta.get("run_id"),
+    }
+
+
+def read_record(paths: Paths) -> dict[str, Any]:
+    try:
+        return dict(json.loads(paths.record.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def write_record(paths: Paths, record: dict[str, Any]) -> None:
+    tmp = paths.record.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, paths.record)
+
+
+def promote(version: str, data_dir: str | None) -> int:
+    """Gate registered `version` against production; ship it only if it passes. Exit code 0, or 1 when refused."""
+    paths = Paths()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path, facts = registry.download_version(version, Path(tmp))
+            candidate = load_checkpoint(path)
+        except (registry.RegistryError, ModelLoadError) as exc:
+            print(f"promotion refused: {exc}\n{paths.model} is unchanged.")
+            return 1
+        production = load_checkpoint(paths.model) if paths.model.is_file() else None
+        _, test, _ = load_mnist(data_dir)
+        print(f"gate: version {version} against production ({paths.model}) ...")
+        figures = gate_figures(candidate, test)
+        current = gate_figures(production, test) if production else None
+        print(f"{'':22}{'official test':>15}{'drawn check':>13}")
+        print(f"{'candidate v' + str(version):22}{figures['official']:>15.2%}{figures['drawn']:>13.2%}")
+        if current:
+            print(f"{'production':22}{current['official']:>15.2%}{current['drawn']:>13.2%}")
+        reasons = gate(figures, current, dry_run=bool(candidate.meta.get("dry_run")))
+        if reasons:
+            print("promotion refused: " + "; ".join(reasons) + f".\n{paths.model} is unchanged.")
+            return 1
+        previous_version = registry.alias_version(registry.PRODUCTION_ALIAS)
+        if production is not None:
+            atomic_copy(paths.model, paths.previous)
+        atomic_copy(path, paths.model)
+        for report in facts["reports"].glob("*"):  # the run's curves and metrics describe the shipped model now
+            shutil.copyfile(report, paths.dir / report.name)
+    write_evaluation(paths, figures["report"])
+    registry.set_alias(registry.PRODUCTION_ALIAS, version)
+    registry.set_alias(registry.PREVIOUS_ALIAS, previous_version)
+    shipped = load_checkpoint(paths.model)
+    write_record(
+        paths,
+        {
+            **describe(shipped),
+            "registry_version": str(version),
+            "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "gate": {"official": figures["official"], "drawn": figures["drawn"]},
+            "previous": (
+                {**describe(load_checkpoint(paths.previous)), "registry_version": previous_version}
+                if production
+                else None
+            ),
+        },
+    )
+    print(f"promoted version {version}: {paths.model} is now {shipped.version}; the model it replaced is kept in")
+    print(f"{paths.previous} (make rollback). Commit models/ to deploy it (DEPLOYMENT.md).")
+    return 0
+
+
+def write_evaluation(paths: Paths, report: dict[str, Any]) -> None:
+    (paths.dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_confusion(report["confusion"], report["accuracy"], paths.dir / "confusion_matrix.png")
+
+
+def rollback() -> int:
+    """Swap production with the model it replaced (so a second rollback undoes the first)."""
+    paths = Paths()
+    record = read_record(paths)
+    previous = record.get("previous") or {}
+    with tempfile.TemporaryDirectory() as tmp:
+        source = paths.previous
+        if not source.is_file() and previous.get("registry_version"):
+            try:
+                source, _ = registry.download_version(previous["registry_version"], Path(tmp))
+            except registry.RegistryError as exc:
+                print(f"rollback refused: {exc}\n{paths.model} is unchanged.")
+                return 1
+        if not source.is_file():
+            print(
+                f"rollback refused: no previous production model (no {paths.previous} and no registered version "
+                f"in {paths.record}). {paths.model} is unchanged; `git log models/model.pth` lists the shipped ones."
+            )
+            return 1
+        try:
+            restored = load_checkpoint(source)
+        except ModelLoadError as exc:
+            print(f"rollback refused: {exc}\n{paths.model} is unchanged.")
+            return 1
+        current = load_checkpoint(paths.model) if paths.model.is_file() else None
+        current_facts = {**describe(current), "registry_version": record.get("registry_version")} if current else None
+        backup = Path(tmp) / "current.pth"
+        if current is not None:
+            shutil.copyfile(paths.model, backup)
+        atomic_copy(source, paths.model)
+        if current is not None:
+            atomic_copy(backup, paths.previous)
+    registry.set_alias(registry.PRODUCTION_ALIAS, previous.get("registry_version"))
+    registry.set_alias(registry.PREVIOUS_ALIAS, current_facts["registry_version"] if current_facts else None)
+    write_record(
+        paths,
+        {
+            **describe(load_checkpoint(paths.model)),
+            "registry_version": previous.get("registry_version"),
+            "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "rolled_back": True,
+            "previous": current_facts,
+        },
+    )
+    print(f"rolled back: {paths.model} is now {restored.version} again; the one it replaced is in {paths.previous}")
+    print("(models/evaluation.json and the plots still describe the replaced model: `make evaluate` refreshes them)")
+    return 0
