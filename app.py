@@ -241,22 +241,30 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
         return
     prediction: utils.Prediction = result["prediction"]
     st.metric("Prediction", prediction.digit)  # streamed to the browser now, before the database write
-    if result["id"] is None:
+    if result["id"] is None:  # waits at most DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool
         result["id"] = database.log_prediction(
             prediction.digit, prediction.confidence, prediction.probabilities, result["png"], checkpoint.version
+        )
+    elif result["id"] < 0:
+        result["id"] = database.resolve(result["id"])  # replayed since it was spooled: its row's real id
+    # Said next to the answer (inside the first screenful), and gone as soon as the spool has been replayed.
+    waiting = result["id"] < 0 or (result.get("label_spooled") and database.pending() > 0)
+    if waiting:
+        st.warning(
+            "The database is unreachable or not answering: this prediction and its label are saved locally and "
+            "will be logged as soon as it is back.",
+            icon=":material/cloud_off:",
         )
     result_panel(
         data=panel_data(result),
         key=f"{slot}-panel",
         on_label_change=functools.partial(save_label, database, slot),
     )
-    if result["id"] < 0:
-        st.info("The database is unreachable: this prediction is saved locally and will be logged when it is back.")
     if result.get("label_error"):
         st.error(result.pop("label_error"))
     elif result["label"] is not None:
         verdict = "correct" if result["label"] == prediction.digit else f"wrong (predicted {prediction.digit})"
-        where = f"prediction #{result['id']}" if result["id"] > 0 else "this prediction (saved locally)"
+        where = f"prediction #{result['id']}" if not waiting else "this prediction (saved locally)"
         st.success(f"Thanks! Saved true label **{result['label']}** for {where}: {verdict}. You can still change it.")
 
 
@@ -267,8 +275,9 @@ def save_label(database: db.Database, slot: str) -> None:
     if not result or result["id"] is None or label is None:
         return
     try:
-        database.set_true_label(result["id"], label)  # validates: the value comes from the browser
+        stored = database.set_true_label(database.resolve(result["id"]), label)  # validates the browser's value
         result["label"] = label
+        result["label_spooled"] = not stored
     except ValueError as exc:
         result["label_error"] = f"Could not save the label: {exc}"
 

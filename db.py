@@ -6,17 +6,20 @@ Where the database is, in order: `DATABASE_URL`; else `POSTGRES_HOST` (+ `POSTGR
 embedded PostgreSQL (the `pgserver` package) under `data/postgres/`, so a fresh machine needs no server. Variables
 come from the environment and from `.env` (python-dotenv; the environment wins).
 
-Nothing a user submits is lost: when the database cannot be reached, writes go to a local spool
-(`data/spool.jsonl`, fsync'd) and are replayed in order, exactly once, when it is back. Every row carries a
-client-made `request_id` (unique), so a replay or a retry after an unknown commit outcome never duplicates a row.
-A prediction spooled while offline gets a provisional negative id; feedback given to it follows it into the table.
+Nothing a user submits is lost: when the database cannot be reached, or does not answer within `DB_WRITE_TIMEOUT`
+(a hung server enforces no timeout of its own, so the wait is bounded here), writes go to a local spool
+(spool.py: `data/spool.jsonl`, fsync'd) and are replayed in order, exactly once, by a background thread within
+seconds of the database coming back. Every row carries a client-made `request_id` (unique), so a replay, a retry
+after an unknown commit outcome, or a hung write that commits late never duplicates a row; labels carry the time
+the user gave them, so a late one never overwrites a newer one. A prediction spooled while offline gets a
+provisional negative id; feedback given to it follows it into the table.
 """
 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import datetime as dt
-import fcntl
 import json
 import logging
 import math
@@ -34,6 +37,8 @@ import psycopg2.extensions
 import psycopg2.extras
 import psycopg2.pool
 from dotenv import load_dotenv
+
+from spool import Spool
 
 PROJECT_DIR = Path(__file__).resolve().parent
 DATA_DIR = PROJECT_DIR / "data"
@@ -69,8 +74,16 @@ INSERT_SQL = """
     ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
     RETURNING id
 """  # ON CONFLICT ... RETURNING: a retried or replayed insert returns the row it already made, never a second one
-LABEL_BY_ID_SQL = "UPDATE predictions SET true_label = %s, labelled_at = now() WHERE id = %s RETURNING id"
-LABEL_BY_REQUEST_SQL = "UPDATE predictions SET true_label = %s, labelled_at = now() WHERE request_id = %s RETURNING id"
+# A label carries the time the user gave it: applied only if no newer label is there (a spooled or hung older label
+# that lands late must not undo a newer one).
+LABEL_SQL = """
+    UPDATE predictions SET
+        true_label = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(label)s ELSE true_label END,
+        labelled_at = GREATEST(labelled_at, %(at)s)
+    WHERE {key} = %(key)s RETURNING id
+"""
+LABEL_BY_ID_SQL = LABEL_SQL.format(key="id")
+LABEL_BY_REQUEST_SQL = LABEL_SQL.format(key="request_id")
 HISTORY_COLUMNS = (
     "id, created_at, predicted_digit, confidence, true_label, probabilities, image, model_version, "
     "CASE WHEN true_label IS NULL THEN NULL ELSE true_label = predicted_digit END AS correct"
@@ -179,9 +192,13 @@ class Database:
         connect_timeout: int | None = None,
         statement_timeout_ms: int | None = None,
         pool_wait_seconds: float = 5.0,
+        write_timeout: float | None = None,
+        read_timeout: float | None = None,
+        replay_interval: float = 2.0,
     ) -> None:
         self._dsn = dsn
         self.spool_path = Path(spool_path or _env("SPOOL_PATH", str(DATA_DIR / "spool.jsonl")))
+        self.spool = Spool(self.spool_path)
         self.pool_size = pool_size or int(_env("DB_POOL_SIZE", "4"))
         self._connect_args = {
             "connect_timeout": connect_timeout or int(_env("DB_CONNECT_TIMEOUT", "3")),
@@ -193,9 +210,18 @@ class Database:
         # ThreadedConnectionPool raises when exhausted; the semaphore makes callers wait for a free connection.
         self._slots = threading.BoundedSemaphore(self.pool_size)
         self._pool_wait = pool_wait_seconds
-        self._spool_lock = threading.RLock()
         self._provisional: dict[int, str] = {}  # provisional (negative) id -> request_id, for offline feedback
+        self._replayed: dict[int, int] = {}  # provisional id -> the row's real id, once replayed
         self._schema_ready = False
+        # Bounded waits: the database work runs on these threads, the caller waits at most the timeout.
+        self.write_timeout = write_timeout or float(_env("DB_WRITE_TIMEOUT", "1.0"))
+        self.read_timeout = read_timeout or float(_env("DB_READ_TIMEOUT", "5.0"))
+        self._workers = concurrent.futures.ThreadPoolExecutor(self.pool_size + 2, thread_name_prefix="db")
+        self._replay_lock = threading.Lock()  # one replay at a time; others do not wait for it
+        self._replay_interval = replay_interval
+        self._replayer: threading.Thread | None = None
+        self._replayer_lock = threading.Lock()
+        self._closed = threading.Event()
 
     @property
     def dsn(self) -> str:
@@ -252,7 +278,26 @@ class Database:
                 log.warning("database connection failed (%s); retrying on a fresh connection", exc)
         raise DatabaseUnavailable(f"the database is unreachable: {last}") from last
 
+    def _bounded(self, work: Callable[[], T], timeout: float) -> T:
+        """`work()` on a worker thread, waited for at most `timeout` seconds. A server that accepts connections but
+        answers nothing (a stalled disk, a frozen VM) enforces no statement timeout, so the bound must be ours. On
+        time-out the work is cancelled if it has not started; if it has, it may still finish later, which request
+        ids and label times make harmless."""
+        future = self._workers.submit(work)
+        try:
+            return future.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise DatabaseUnavailable(f"the database did not answer within {timeout:g} s") from None
+
     def close(self) -> None:
+        """Close the pooled connections (the handle reconnects if used again); stop the replayer, whose writes stay
+        in the spool for the next replay."""
+        self._closed.set()
+        replayer = self._replayer
+        if replayer is not None:
+            replayer.join(timeout=2.0)
+        self._closed.clear()
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.closeall()
@@ -295,8 +340,7 @@ class Database:
             "true_label": None,
         }
         try:
-            self._flush_before_write()
-            row_id = self._run(lambda cur: self._apply(cur, record))
+            row_id = self._bounded(lambda: self._write_now(record), self.write_timeout)
             assert row_id is not None  # INSERT ... RETURNING always returns the row
             return row_id
         except DatabaseUnavailable as exc:
@@ -304,28 +348,43 @@ class Database:
             record["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
             provisional = -(int(uuid.UUID(record["request_id"])) % (2**62) + 1)
             record["provisional_id"] = provisional
-            self._spool(record, exc)
             self._provisional[provisional] = record["request_id"]
+            self._spool(record, exc)
             return provisional
 
-    def set_true_label(self, prediction_id: int, true_label: int | None) -> None:
-        """Record (or change, or clear with None) the user's true label on exactly that prediction's row."""
+    def set_true_label(self, prediction_id: int, true_label: int | None) -> bool:
+        """Record (or change, or clear with None) the user's true label on exactly that prediction's row. True when
+        it is stored, False when it is kept in the spool until the database is back."""
         label = _digit("true_label", true_label, allow_none=True)
         if isinstance(prediction_id, bool) or not isinstance(prediction_id, int):
             raise ValueError(f"prediction_id must be an integer, got {prediction_id!r}.")
-        record: dict[str, Any] = {"op": "label", "id": prediction_id, "true_label": label, "request_id": None}
+        record: dict[str, Any] = {
+            "op": "label",
+            "id": prediction_id,
+            "true_label": label,
+            "request_id": None,
+            "labelled_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
         if prediction_id < 0:
             if prediction_id not in self._provisional:
                 raise ValueError(f"No prediction with id {prediction_id} (provisional ids live only in this process).")
             record["request_id"] = self._provisional[prediction_id]
         try:
-            self._flush_before_write()
-            found = self._run(lambda cur: self._apply(cur, record))
+            found = self._bounded(lambda: self._write_now(record), self.write_timeout)
         except DatabaseUnavailable as exc:
             self._spool(record, exc)
-            return
+            return False
         if found is None:
             raise ValueError(f"No prediction with id {prediction_id}.")
+        return True
+
+    def _write_now(self, record: dict[str, Any]) -> int | None:
+        self._flush_before_write()
+        return self._run(lambda cur: self._apply(cur, record))
+
+    def resolve(self, prediction_id: int) -> int:
+        """The row id a provisional (spooled) prediction got when it was replayed; the same id until then."""
+        return self._replayed.get(prediction_id, prediction_id)
 
     def _apply(self, cur: Any, record: dict[str, Any]) -> int | None:
         """Apply one write (fresh or replayed) inside a transaction; the id of the affected row, or None."""
@@ -345,19 +404,28 @@ class Database:
                     record.get("true_label"),
                 ),
             )
-        elif record.get("request_id"):
-            cur.execute(LABEL_BY_REQUEST_SQL, (record["true_label"], record["request_id"]))
         else:
-            cur.execute(LABEL_BY_ID_SQL, (record["true_label"], record["id"]))
+            # Spools written before labels carried their time are replayed at the replay's time.
+            at = record.get("labelled_at") or dt.datetime.now(dt.timezone.utc).isoformat()
+            by_request = bool(record.get("request_id"))
+            cur.execute(
+                LABEL_BY_REQUEST_SQL if by_request else LABEL_BY_ID_SQL,
+                {"label": record["true_label"], "at": at, "key": record["request_id"] if by_request else record["id"]},
+            )
         row = cur.fetchone()
         return int(row["id"]) if row else None
 
     def ensure_ready(self) -> None:
-        """Schema created once per handle, spooled writes replayed when some wait; DatabaseUnavailable if down."""
+        """Schema created once per handle, spooled writes replayed when some wait; DatabaseUnavailable if down or
+        not answering within the write timeout."""
         if not self._schema_ready:
-            self.init_db()
-        elif self._spool_has_writes():
-            self.flush_spool()
+            self._bounded(self.init_db, self.write_timeout)
+        elif self.spool.has_writes():
+            self._start_replayer()
+            if self._bounded(self.flush_spool, self.write_timeout) > 0:
+                raise DatabaseUnavailable("spooled writes are still waiting")
+        else:
+            self._bounded(lambda: self._run(lambda cur: cur.execute("SELECT 1")), self.write_timeout)
 
     def _ensure_schema_in(self, cur: Any) -> None:
         """Run the schema statements once per handle, inside the caller's transaction (any first read or write)."""
@@ -369,51 +437,29 @@ class Database:
 
     # -- the spool ---------------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _spool_locked(self) -> Iterator[None]:
-        """Thread lock + file lock: other threads and other app processes see the spool change atomically."""
-        with self._spool_lock:
-            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.spool_path.with_name(self.spool_path.name + ".lock"), "a") as lock_file:
-                fcntl.flock(lock_file, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(lock_file, fcntl.LOCK_UN)
-
     def _spool(self, record: dict[str, Any], reason: Exception) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        with self._spool_locked():
-            with open(self.spool_path, "a", encoding="utf-8") as spool:
-                spool.write(line)
-                spool.flush()
-                os.fsync(spool.fileno())
+        self.spool.append(record)
         log.warning("database unavailable (%s); spooled a %s to %s", reason, record["op"], self.spool_path)
+        self._start_replayer()
 
     def pending(self) -> int:
         """How many writes wait in the spool."""
-        try:
-            with open(self.spool_path, encoding="utf-8") as spool:
-                return sum(1 for line in spool if line.strip())
-        except FileNotFoundError:
-            return 0
-
-    def _spool_has_writes(self) -> bool:
-        return self.spool_path.exists() and self.spool_path.stat().st_size > 0
+        return self.spool.pending()
 
     def _flush_before_write(self) -> None:
-        # Spooled writes go first, so that a newer write never lands before an older one (labels would regress).
-        if self._spool_has_writes():
-            if self.flush_spool() > 0:
-                raise DatabaseUnavailable("older writes are still waiting in the spool")
+        # Spooled writes go first, so that a newer write never lands before an older one.
+        if self.spool.has_writes() and self.flush_spool() > 0:
+            raise DatabaseUnavailable("older writes are still waiting in the spool")
 
     def flush_spool(self) -> int:
-        """Replay spooled writes in order, each in its own transaction; return how many are still waiting."""
-        with self._spool_locked():
-            try:
-                lines = self.spool_path.read_text(encoding="utf-8").splitlines(keepends=True)
-            except FileNotFoundError:
-                return 0
+        """Replay spooled writes in order, each in its own transaction; return how many are still waiting. The spool
+        is not locked while the database is talked to, and a replay already under way is not waited for."""
+        if not self.spool.has_writes():
+            return 0
+        if not self._replay_lock.acquire(blocking=False):
+            return self.spool.pending()
+        try:
+            lines = self.spool.lines()
             done = 0
             try:
                 for line in lines:
@@ -421,43 +467,45 @@ class Database:
                     done += 1
             except DatabaseUnavailable as exc:
                 log.warning("spool replay paused after %d of %d writes: %s", done, len(lines), exc)
-            finally:
-                self._rewrite_spool(lines[done:])
-            return len(lines) - done
+            return self.spool.drop_head(done) if done else self.spool.pending()
+        finally:
+            self._replay_lock.release()
 
     def _replay_line(self, line: str) -> None:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             if line.strip():  # a torn final line from a crash mid-append: that write never returned to its caller
-                self._reject(line, "unreadable line")
+                self.spool.reject(line, "unreadable line")
             return
         try:
             result = self._run(lambda cur: self._apply(cur, record))
         except psycopg2.DatabaseError as exc:  # data the database refuses: set aside, do not block the queue
-            self._reject(line, str(exc))
+            self.spool.reject(line, str(exc))
             return
-        if record["op"] == "insert" and record.get("provisional_id") is not None:
+        if record["op"] == "insert" and record.get("provisional_id") is not None and result is not None:
+            self._replayed[int(record["provisional_id"])] = result
             log.info("replayed provisional prediction %s as id %s", record["provisional_id"], result)
 
-    def _reject(self, line: str, why: str) -> None:
-        rejected = self.spool_path.with_name(self.spool_path.stem + ".rejected.jsonl")
-        with open(rejected, "a", encoding="utf-8") as out:
-            out.write(line if line.endswith("\n") else line + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        log.error("spooled write set aside in %s: %s", rejected, why)
+    def _start_replayer(self) -> None:
+        """A background thread that replays the spool every few seconds until it is empty (then it ends)."""
+        with self._replayer_lock:
+            if self._replayer is None:
+                self._replayer = threading.Thread(target=self._replay_loop, name="db-spool-replay", daemon=True)
+                self._replayer.start()
 
-    def _rewrite_spool(self, remaining: list[str]) -> None:
-        if not remaining:
-            self.spool_path.unlink(missing_ok=True)
-            return
-        tmp = self.spool_path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.writelines(remaining)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(self.spool_path)
+    def _replay_loop(self) -> None:
+        while not self._closed.wait(self._replay_interval):
+            try:
+                self.flush_spool()
+            except Exception:  # never let the replayer die with writes waiting
+                log.exception("spool replay failed")
+            with self._replayer_lock:  # checked under the lock: a write spooled now finds this thread still running
+                if not self.spool.has_writes():
+                    self._replayer = None
+                    return
+        with self._replayer_lock:
+            self._replayer = None
 
     # -- reads -------------------------------------------------------------------------------------------------
 
@@ -488,7 +536,7 @@ class Database:
                 r["image"] = bytes(r["image"]) if r["image"] is not None else None
             return rows
 
-        return self._run(read)
+        return self._bounded(lambda: self._run(read), self.read_timeout)
 
     def count_labelled(self) -> int:
         """How many predictions carry a user's true label and the image the model saw (what retraining can use)."""
@@ -498,7 +546,7 @@ class Database:
             cur.execute("SELECT count(*) AS n FROM predictions WHERE true_label IS NOT NULL AND image IS NOT NULL")
             return int(cur.fetchone()["n"])
 
-        return self._run(read)
+        return self._bounded(lambda: self._run(read), self.read_timeout)
 
     def iter_labelled(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
         """Every labelled prediction with its image, oldest first, streamed through a server-side cursor: the rows
@@ -542,7 +590,7 @@ class Database:
             daily = [dict(r) for r in cur.fetchall()]
             return {"total": total, "confusion": confusion, "daily": daily}
 
-        stats = self._run(read)
+        stats = self._bounded(lambda: self._run(read), self.read_timeout)
         confusion = stats["confusion"]
         labelled = sum(map(sum, confusion))
         correct = sum(confusion[d][d] for d in range(NUM_CLASSES))

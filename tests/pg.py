@@ -7,6 +7,7 @@ PostgreSQL on 127.0.0.1:5432). Without it, an embedded server (the `pgserver` pa
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -31,6 +32,31 @@ class PrivateServer:
 
     def start(self) -> None:
         self.server.ensure_postgres_running()
+
+    def pids(self) -> list[int]:
+        """The postmaster and every backend it forked (what a frozen VM or stalled disk would stop)."""
+        postmaster = int((Path(self.server.pgdata) / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == postmaster:  # field 4 of /proc/PID/stat: the parent's pid
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP the server: it still accepts TCP connections (the kernel does) but answers nothing."""
+        pids = self.pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        return pids
+
+    @staticmethod
+    def thaw(pids: list[int]) -> None:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
 
 
 def count_rows(dsn: str) -> int:

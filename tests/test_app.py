@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 import db
+import pg
 import utils
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,10 +207,32 @@ def test_database_down_still_predicts_and_says_logging_is_delayed(
     open_page(at, "Upload").file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
     at.button(key="predict-upload").click().run()
     assert any(m.label == "Prediction" and m.value == "1" for m in at.metric)
-    assert "saved locally" in texts(at.info)
+    assert "saved locally" in texts(at.warning)
     spool = (tmp_path / "app-spool.jsonl").read_text().splitlines()
     assert len(spool) == 1 and '"predicted_digit":1' in spool[0]
     assert not at.exception
+
+
+def test_after_the_database_is_back_no_stale_warning_remains(
+    page: Callable[[], AppTest], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server = pg.PrivateServer(tmp_path / "pgdata")
+    monkeypatch.setenv("DATABASE_URL", server.dsn)
+    at = page()
+    assert not at.warning
+    server.stop()
+    open_page(at, "Upload").file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
+    at.button(key="predict-upload").click().run()
+    assert any(m.label == "Prediction" and m.value == "1" for m in at.metric)
+    assert "saved locally" in texts(at.warning)
+    server.start()
+    deadline = time.monotonic() + 20  # the replay runs in the background, within seconds
+    while time.monotonic() < deadline and rows(server.dsn) == []:
+        time.sleep(0.2)
+    assert [r[1] for r in rows(server.dsn)] == [1]
+    at.run()  # the next rerun, e.g. a label or the next prediction
+    assert "saved locally" not in texts(at.warning) and "unreachable" not in texts(at.warning)
+    server.stop()
 
 
 def test_the_page_bar_opens_each_page_and_stays_on_a_reclicked_one(page: Callable[[], AppTest]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
@@ -234,3 +235,80 @@ def test_server_stopped_mid_run_and_restarted_loses_and_duplicates_nothing(tmp_p
     assert set(counts.values()) == {1}, "some writes were duplicated"
     handle.close()
     server.stop()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_no_spool_file_is_created_until_something_must_be_spooled(database_url: str, tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool-dir"
+    handle = db.Database(database_url, spool_path=spool_dir / "spool.jsonl")
+    handle.init_db()
+    handle.ensure_ready()
+    handle.set_true_label(handle.log_prediction(3, 0.9), 3)
+    assert handle.flush_spool() == 0 and handle.pending() == 0
+    assert not spool_dir.exists(), "no spool, lock or folder while the database answers"
+    handle.close()
+
+
+def test_spooled_writes_are_replayed_in_the_background_when_the_database_is_back(tmp_path: Path) -> None:
+    server = pg.PrivateServer(tmp_path / "pgdata")
+    handle = db.Database(server.dsn, spool_path=tmp_path / "spool.jsonl", connect_timeout=1, replay_interval=0.5)
+    handle.init_db()
+    server.stop()
+    provisional = handle.log_prediction(4, 0.8)
+    assert provisional < 0 and handle.set_true_label(provisional, 4) is False
+    assert handle.pending() == 2
+    server.start()
+    # Nobody calls the handle again: the replayer alone must store both writes.
+    assert wait_for(lambda: handle.pending() == 0, 20), "the spool was not replayed in the background"
+    real = handle.resolve(provisional)
+    assert real > 0
+    assert [(r["id"], r["true_label"]) for r in handle.get_prediction_history()] == [(real, 4)]
+    handle.close()
+    server.stop()
+
+
+def test_a_hung_database_never_holds_a_write_for_long_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
+    """SIGSTOP the server (a frozen VM): it accepts connections but answers nothing, and enforces no timeout."""
+    server = pg.PrivateServer(tmp_path / "pgdata")
+    handle = db.Database(
+        server.dsn, spool_path=tmp_path / "spool.jsonl", connect_timeout=2, write_timeout=1.0, replay_interval=0.5
+    )
+    handle.init_db()
+    before = handle.log_prediction(1, 0.9)  # pooled connections are open: the next writes reach a frozen backend
+    assert before > 0
+    frozen = server.freeze()
+    try:
+        waits, ids = [], []
+        for digit in (2, 3):
+            start = time.monotonic()
+            ids.append(handle.log_prediction(digit, 0.7))
+            assert handle.set_true_label(ids[-1], digit) is False
+            waits.append(time.monotonic() - start)
+        assert all(i < 0 for i in ids)
+        assert max(waits) < 3.5, f"a write waited {max(waits):.1f} s on a hung database"
+        assert handle.pending() == 4
+    finally:
+        server.thaw(frozen)
+    # Writes that were sent before the freeze may commit now, and the replay must not double them.
+    assert wait_for(lambda: handle.pending() == 0, 30), "the spool was not replayed after the database came back"
+    rows = {r["predicted_digit"]: r["true_label"] for r in handle.get_prediction_history()}
+    assert rows == {1: None, 2: 2, 3: 3}
+    assert pg.count_rows(server.dsn) == 3
+    handle.close()
+    server.stop()
+
+
+def test_a_late_older_label_never_overwrites_a_newer_one(database: db.Database) -> None:
+    row = database.log_prediction(7, 0.9)
+    database.set_true_label(row, 1)
+    older = {"op": "label", "id": row, "true_label": 9, "request_id": None, "labelled_at": "2000-01-01T00:00:00+00:00"}
+    database._run(lambda cur: database._apply(cur, older))  # a spooled or hung label from long ago lands now
+    assert database.get_prediction_history()[0]["true_label"] == 1
