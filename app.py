@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -209,7 +210,9 @@ def classify_once(
     cached = st.session_state.get(cache_key)
     if cached is not None and cached[0] == digest:
         return cached[1]
+    started = time.perf_counter()
     prediction = utils.classify(checkpoint.model, load())
+    st.session_state[f"{slot}-inference-ms"] = (time.perf_counter() - started) * 1000  # logged with the row
     st.session_state[cache_key] = (digest, prediction)
     return prediction
 
@@ -230,7 +233,13 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
     previous = st.session_state.get(slot)
     if previous and previous["png"] == png:  # Predict pressed again on the same drawing: same row, no duplicate
         return
-    st.session_state[slot] = {"id": None, "prediction": prediction, "png": png, "label": None}
+    st.session_state[slot] = {
+        "id": None,
+        "prediction": prediction,
+        "png": png,
+        "label": None,
+        "inference_ms": st.session_state.get(f"{slot}-inference-ms"),
+    }
 
 
 def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) -> None:
@@ -243,7 +252,12 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     st.metric("Prediction", prediction.digit)  # streamed to the browser now, before the database write
     if result["id"] is None:  # waits at most DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool
         result["id"] = database.log_prediction(
-            prediction.digit, prediction.confidence, prediction.probabilities, result["png"], checkpoint.version
+            prediction.digit,
+            prediction.confidence,
+            prediction.probabilities,
+            result["png"],
+            checkpoint.version,
+            result.get("inference_ms"),
         )
     elif result["id"] < 0:
         result["id"] = database.resolve(result["id"])  # replayed since it was spooled: its row's real id
@@ -452,8 +466,14 @@ def stats_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
             )
         if stats["daily"]:
             daily = pd.DataFrame(stats["daily"]).rename(columns={"day": "Day"}).set_index("Day")
-            st.markdown("**Predictions per day** (last 30 days)")
-            st.bar_chart(daily[["predictions", "labelled"]], height=200)
+            volume_col, latency_col = st.columns(2)
+            volume_col.markdown("**Predictions per day** (last 30 days)")
+            volume_col.bar_chart(daily[["predictions", "labelled"]], height=200, stack=False)  # labelled rows are a subset
+            latency_col.markdown("**Server time per prediction** (preprocess + model, ms)")
+            latency = daily[["inference_p50_ms", "inference_p95_ms"]].rename(
+                columns={"inference_p50_ms": "p50", "inference_p95_ms": "p95"}
+            )
+            latency_col.line_chart(latency.astype(float), height=200)
     model_card(checkpoint)
 
 

@@ -64,13 +64,17 @@ SCHEMA: tuple[str, ...] = (
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS labelled_at timestamptz",
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS request_id uuid CONSTRAINT predictions_request_id_key UNIQUE",
     "CREATE INDEX IF NOT EXISTS predictions_newest_idx ON predictions (created_at DESC, id DESC)",
+    # Server-side time of the prediction (preprocess + model), for the operator's latency figures on Stats.
+    """ALTER TABLE predictions ADD COLUMN IF NOT EXISTS inference_ms real
+        CONSTRAINT inference_ms_positive CHECK (inference_ms IS NULL OR inference_ms >= 0)""",
 )
 SCHEMA_LOCK_KEY = 421_950_001  # advisory lock: two processes migrating at once wait for each other
 
 INSERT_SQL = """
     INSERT INTO predictions
-        (created_at, predicted_digit, confidence, probabilities, image, model_version, request_id, true_label)
-    VALUES (COALESCE(%s, now()), %s, %s, %s, %s, %s, %s, %s)
+        (created_at, predicted_digit, confidence, probabilities, image, model_version, request_id, true_label,
+         inference_ms)
+    VALUES (COALESCE(%s, now()), %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
     RETURNING id
 """  # ON CONFLICT ... RETURNING: a retried or replayed insert returns the row it already made, never a second one
@@ -85,7 +89,7 @@ LABEL_SQL = """
 LABEL_BY_ID_SQL = LABEL_SQL.format(key="id")
 LABEL_BY_REQUEST_SQL = LABEL_SQL.format(key="request_id")
 HISTORY_COLUMNS = (
-    "id, created_at, predicted_digit, confidence, true_label, probabilities, image, model_version, "
+    "id, created_at, predicted_digit, confidence, true_label, probabilities, image, model_version, inference_ms, "
     "CASE WHEN true_label IS NULL THEN NULL ELSE true_label = predicted_digit END AS correct"
 )
 
@@ -161,6 +165,18 @@ def _probability(name: str, value: Any) -> float:
         raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}.") from None
     if not (math.isfinite(number) and 0.0 <= number <= 1.0):
         raise ValueError(f"{name} must be between 0 and 1, got {value!r}.")
+    return number
+
+
+def _milliseconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"inference_ms must be a number of milliseconds, got {value!r}.") from None
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"inference_ms must be a finite, non-negative number, got {value!r}.")
     return number
 
 
@@ -320,8 +336,10 @@ class Database:
         probabilities: Sequence[float] | None = None,
         image_png: bytes | None = None,
         model_version: str | None = None,
+        inference_ms: float | None = None,
     ) -> int:
-        """Store one prediction and return its id (negative and provisional while the database is unreachable)."""
+        """Store one prediction and return its id (negative and provisional while the database is unreachable).
+        `inference_ms`: how long the server took to read the image (preprocess + model), for Stats."""
         if probabilities is not None:
             probabilities = [_probability("each probability", p) for p in probabilities]
             if len(probabilities) != NUM_CLASSES:
@@ -337,6 +355,7 @@ class Database:
             "probabilities": probabilities,
             "image": base64.b64encode(bytes(image_png)).decode("ascii") if image_png is not None else None,
             "model_version": _text("model_version", model_version),
+            "inference_ms": _milliseconds(inference_ms),
             "true_label": None,
         }
         try:
@@ -402,6 +421,7 @@ class Database:
                     record["model_version"],
                     record["request_id"],
                     record.get("true_label"),
+                    record.get("inference_ms"),  # spools from before this column have none
                 ),
             )
         else:
@@ -583,7 +603,9 @@ class Database:
                 confusion[row["true_label"]][row["predicted_digit"]] = int(row["n"])
             cur.execute(
                 "SELECT date_trunc('day', created_at) AS day, count(*) AS predictions, "
-                "count(true_label) AS labelled, count(*) FILTER (WHERE true_label = predicted_digit) AS correct "
+                "count(true_label) AS labelled, count(*) FILTER (WHERE true_label = predicted_digit) AS correct, "
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY inference_ms) AS inference_p50_ms, "
+                "percentile_cont(0.95) WITHIN GROUP (ORDER BY inference_ms) AS inference_p95_ms "
                 "FROM predictions WHERE created_at >= now() - make_interval(days => %s) GROUP BY 1 ORDER BY 1",
                 (days,),
             )
@@ -643,8 +665,11 @@ def log_prediction(
     probabilities: Sequence[float] | None = None,
     image_png: bytes | None = None,
     model_version: str | None = None,
+    inference_ms: float | None = None,
 ) -> int:
-    return get_database().log_prediction(predicted_digit, confidence, probabilities, image_png, model_version)
+    return get_database().log_prediction(
+        predicted_digit, confidence, probabilities, image_png, model_version, inference_ms
+    )
 
 
 def set_true_label(prediction_id: int, true_label: int | None) -> None:

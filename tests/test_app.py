@@ -139,6 +139,11 @@ def test_upload_flow_predicts_and_logs(page: Callable[[], AppTest], database_url
     assert not at.exception
     assert any(m.label == "Prediction" and m.value == "1" for m in at.metric)
     assert [r[1] for r in rows(database_url)] == [1]
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT inference_ms FROM predictions")
+        (server_ms,) = cur.fetchone()  # type: ignore[misc]
+    conn.close()
+    assert 0 < server_ms < 10_000, "the server's time for the prediction is stored on its row"
 
 
 def test_not_an_image_upload_shows_a_message(page: Callable[[], AppTest], database_url: str) -> None:

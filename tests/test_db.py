@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.errors
@@ -312,3 +313,18 @@ def test_a_late_older_label_never_overwrites_a_newer_one(database: db.Database) 
     older = {"op": "label", "id": row, "true_label": 9, "request_id": None, "labelled_at": "2000-01-01T00:00:00+00:00"}
     database._run(lambda cur: database._apply(cur, older))  # a spooled or hung label from long ago lands now
     assert database.get_prediction_history()[0]["true_label"] == 1
+
+
+def test_server_time_is_stored_per_prediction_and_summarised_per_day(database: db.Database) -> None:
+    for ms in (1.0, 2.0, 3.0, 4.0, 100.0):
+        database.log_prediction(5, 0.9, inference_ms=ms)
+    database.log_prediction(5, 0.9)  # rows from before the column, or without a figure, are left out
+    assert database.get_prediction_history()[1]["inference_ms"] == pytest.approx(100.0)
+    (today,) = database.get_stats()["daily"]
+    assert today["predictions"] == 6
+    assert today["inference_p50_ms"] == pytest.approx(3.0)
+    assert 4.0 < today["inference_p95_ms"] <= 100.0
+    bad_values: list[Any] = [-1.0, float("nan"), "fast"]
+    for bad in bad_values:
+        with pytest.raises(ValueError, match="inference_ms"):
+            database.log_prediction(5, 0.9, inference_ms=bad)
