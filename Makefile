@@ -11,7 +11,7 @@ SOURCES := *.py tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help install run test lint format typecheck train evaluate experiments promote rollback retrain retrain-drill \
-	mlflow bench data up down logs clean
+	mlflow loadtest bench data up down logs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ retrain-drill: install ## The feedback loop on styles the model misreads, in a t
 mlflow: install ## The MLflow UI over the tracking store on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
 		--backend-store-uri "$$($(PY) -c 'import registry; print(registry.tracking_uri())')"
+
+loadtest: install ## Many users at once: USERS (24) x PREDICTIONS (5) in Chromium; URL=... to drive a running app
+	$(PY) tests/loadtest.py --users $(or $(USERS),24) --predictions $(or $(PREDICTIONS),5) $(if $(URL),--url $(URL))
 
 bench: install ## Benchmarks: inference latency, database writes/reads, page response (figures for the README)
 	$(PY) tests/benchmark.py

@@ -30,6 +30,7 @@ import db
 import utils
 
 CANVAS_SIZE = 280
+DRAW_COLUMNS = (0.42, 0.58)  # of the centred page's 736 px: the 280 px canvas, and the answer beside it
 PEN_WIDTH = (8, 40, 20)  # min, max, default: ~2 px strokes once a full-height digit is scaled into MNIST's 20 px box
 HISTORY_SIZES = (50, 100, 500)
 CORRECTNESS = {"All": None, "Correct": True, "Incorrect": False}
@@ -315,36 +316,42 @@ def panel_data(result: dict[str, Any]) -> dict[str, Any]:
 @st.fragment
 def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     st.session_state.setdefault("canvas_round", 0)
-    canvas = st_canvas(
-        stroke_width=st.session_state.get("pen_width", PEN_WIDTH[2]),
-        stroke_color="#FFFFFF",
-        background_color="#000000",
-        height=CANVAS_SIZE,
-        width=CANVAS_SIZE,
-        drawing_mode="freedraw",
-        return_image_data=True,
-        key=f"canvas-{st.session_state.canvas_round}",
-    )
+    # Canvas left, answer right: on a laptop the answer, its confidence and any note about it sit beside the
+    # drawing, inside the first screenful; on a phone the columns stack (Streamlit does below 640 px).
+    drawing_col, result_col = st.columns(DRAW_COLUMNS, gap="medium")
+    with drawing_col:
+        canvas = st_canvas(
+            stroke_width=st.session_state.get("pen_width", PEN_WIDTH[2]),
+            stroke_color="#FFFFFF",
+            background_color="#000000",
+            height=CANVAS_SIZE,
+            width=CANVAS_SIZE,
+            drawing_mode="freedraw",
+            return_image_data=True,
+            key=f"canvas-{st.session_state.canvas_round}",
+        )
+        buttons = st.container(horizontal=True)
+        predict_clicked = buttons.button("Predict", type="primary", width="stretch")
+        clear_clicked = buttons.button("Clear", width="stretch")
     # The canvas's PNG as sent; `image_data` decodes it on every access (1-3 ms), so only a new drawing pays that.
     drawing = canvas.image_bytes
 
     def pixels() -> Any:
         return canvas.image_data
 
-    buttons = st.container(horizontal=True)
-    predict_clicked = buttons.button("Predict", type="primary", width="stretch")
-    if buttons.button("Clear", width="stretch"):
+    if clear_clicked:
         st.session_state.canvas_round += 1  # a new key mounts an empty canvas
         st.session_state.pop("draw_result", None)
         st.rerun(scope="fragment")
-    if predict_clicked:
-        start_prediction(checkpoint, "draw_result", drawing, pixels)
-    elif drawing:  # a stroke ended: classify now, so Predict only shows and logs it (nothing is written here)
-        with contextlib.suppress(ValueError):
-            classify_once(checkpoint, "draw_result", drawing, pixels)
-    if "draw_result" not in st.session_state:
-        st.caption("Draw a digit, then press Predict: the model's confidence for every digit shows here.")
-    show_result(checkpoint, database, "draw_result")
+    with result_col:
+        if predict_clicked:
+            start_prediction(checkpoint, "draw_result", drawing, pixels)
+        elif drawing:  # a stroke ended: classify now, so Predict only shows and logs it (nothing is written here)
+            with contextlib.suppress(ValueError):
+                classify_once(checkpoint, "draw_result", drawing, pixels)
+        if "draw_result" not in st.session_state:
+            st.caption("Draw a digit, then press Predict: the model's confidence for every digit shows here.")
+        show_result(checkpoint, database, "draw_result")
 
 
 @st.fragment
@@ -468,7 +475,9 @@ def stats_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
             daily = pd.DataFrame(stats["daily"]).rename(columns={"day": "Day"}).set_index("Day")
             volume_col, latency_col = st.columns(2)
             volume_col.markdown("**Predictions per day** (last 30 days)")
-            volume_col.bar_chart(daily[["predictions", "labelled"]], height=200, stack=False)  # labelled rows are a subset
+            volume_col.bar_chart(
+                daily[["predictions", "labelled"]], height=200, stack=False
+            )  # labelled rows are a subset
             latency_col.markdown("**Server time per prediction** (preprocess + model, ms)")
             latency = daily[["inference_p50_ms", "inference_p95_ms"]].rename(
                 columns={"inference_p50_ms": "p50", "inference_p95_ms": "p95"}

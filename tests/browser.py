@@ -62,6 +62,9 @@ def chromium_path() -> str | None:
     return found if Path(found).exists() else None
 
 
+SERVER_PIDS: dict[str, int] = {}  # url -> pid of the streamlit server running_app started there
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -82,6 +85,7 @@ def running_app(env: dict[str, str], script: str = "app.py") -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[url] = process.pid
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -96,6 +100,7 @@ def running_app(env: dict[str, str], script: str = "app.py") -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
+        SERVER_PIDS.pop(url, None)
         process.terminate()
         try:
             process.wait(10)

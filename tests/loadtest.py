@@ -1,0 +1,264 @@
+"""Many users at once: N simulated users in one headless Chromium (a browser context each), each drawing real
+strokes, predicting R times and labelling some, against the app on loopback.
+
+    make loadtest                                # 24 users x 5 predictions against a fresh local app + database
+    python tests/loadtest.py --users 8 --predictions 3
+    python tests/loadtest.py --url http://127.0.0.1:8501 --database-url postgresql://...   # an app already running
+
+Without --url it starts the app (the real server, the shipped model) on a free loopback port against a throwaway
+database and stops both at the end, so it can also report the server's memory and CPU. Every request goes to
+127.0.0.1; the run is bounded by --deadline seconds. Prints one report and writes test-artifacts/loadtest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import browser  # noqa: E402
+import pg  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SETTLE_SECONDS = 20.0  # after the sessions close, how long to watch the server's memory come back
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def process_tree() -> dict[int, int]:
+    """pid -> parent pid for every process we can see."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    return parents
+
+
+def cpu_seconds(pids: set[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / CLOCK_TICKS
+
+
+def descendants(root: int, exclude: int | None) -> set[int]:
+    parents = process_tree()
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        children = {pid for pid, parent in parents.items() if parent in frontier and pid != exclude}
+        frontier = children - found
+        found |= children
+    return found
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def user(chromium: Any, url: str, number: int, predictions: int, label_every: int, out: dict[str, Any]) -> None:
+    """One person: open the page, then draw, Predict, (sometimes) label, Clear, R times."""
+    rng = random.Random(number)
+    context = await chromium.new_context(viewport={"width": 1280, "height": 800})
+    page = await context.new_page()
+    try:
+        await page.goto(url, timeout=60_000)
+        canvas = page.locator("canvas.upper-canvas").first
+        await canvas.wait_for(state="visible", timeout=60_000)
+        for i in range(predictions):
+            box = await canvas.bounding_box()
+            assert box is not None
+            digit = rng.choice(list(browser.DIGITS))
+            dx, dy = rng.uniform(-20, 20), rng.uniform(-15, 15)
+            for stroke in browser.DIGITS[digit]:
+                points = browser.interpolate([(x + dx, y + dy) for x, y in stroke])
+                await page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
+                await page.mouse.down()
+                for x, y in points[1:]:
+                    await page.mouse.move(box["x"] + x, box["y"] + y)
+                await page.mouse.up()
+            await page.wait_for_timeout(300)  # the canvas sends its image on pointer up
+            started = time.perf_counter()
+            await page.get_by_role("button", name="Predict", exact=True).first.click()
+            metric = page.locator('[data-testid="stMetric"]').filter(has_text="Prediction").first
+            try:
+                await metric.wait_for(timeout=30_000)
+            except Exception:
+                out["failed"] += 1
+                continue
+            out["latencies"].append((time.perf_counter() - started) * 1000)
+            out["answered"] += 1
+            answer = (await metric.locator('[data-testid="stMetricValue"]').inner_text()).strip()
+            if label_every and i % label_every == 0:
+                await page.get_by_role("button", name=f"Yes, it's {answer}").click(timeout=30_000)
+                await page.get_by_text("Thanks! Saved true label").wait_for(timeout=30_000)
+                out["labelled"] += 1
+            await page.get_by_role("button", name="Clear").click()
+            await metric.wait_for(state="detached", timeout=30_000)
+            await canvas.wait_for(state="visible", timeout=30_000)
+            canvas = page.locator("canvas.upper-canvas").first
+    except Exception as exc:  # one user's trouble is reported, not fatal to the run
+        out["errors"].append(f"user {number}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    finally:
+        await context.close()
+
+
+async def drive(url: str, users: int, predictions: int, label_every: int, ramp: float) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    path = browser.chromium_path()
+    if path is None:
+        raise SystemExit("Chromium not found: apt-get install chromium (or set CHROMIUM_PATH)")
+    out: dict[str, Any] = {"latencies": [], "answered": 0, "failed": 0, "labelled": 0, "errors": []}
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=path, args=browser.CHROMIUM_ARGS)
+
+        async def start(n: int) -> None:
+            await asyncio.sleep(n * ramp)  # people arrive over a few seconds, not in one instant
+            await user(chromium, url, n, predictions, label_every, out)
+
+        await asyncio.gather(*(start(n) for n in range(users)))
+        await chromium.close()
+    return out
+
+
+def database_figures(dsn: str, since: float) -> dict[str, Any]:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), count(DISTINCT request_id), count(true_label), "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY inference_ms), "
+            "percentile_cont(0.95) WITHIN GROUP (ORDER BY inference_ms), max(inference_ms) "
+            "FROM predictions WHERE created_at >= to_timestamp(%s)",
+            (since,),
+        )
+        rows, distinct, labels, p50, p95, worst = cur.fetchone()  # type: ignore[misc]
+    conn.close()
+    return {
+        "rows": rows,
+        "distinct_requests": distinct,
+        "labels": labels,
+        "server_ms": {"p50": p50, "p95": p95, "max": worst},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=24, help="simulated users, all at once")
+    parser.add_argument("--predictions", type=int, default=5, help="predictions per user")
+    parser.add_argument("--label-every", type=int, default=2, help="label every k-th prediction (0: never)")
+    parser.add_argument("--ramp", type=float, default=0.25, help="seconds between two users' arrivals")
+    parser.add_argument("--url", help="drive this app instead of starting one (loopback only)")
+    parser.add_argument("--database-url", help="with --url: the app's database, to count rows and server times")
+    parser.add_argument("--deadline", type=float, default=600, help="give up after this many seconds")
+    args = parser.parse_args(argv)
+    if args.url and not args.url.startswith(("http://127.", "http://localhost", "https://127.", "https://localhost")):
+        raise SystemExit("the load test only talks to this machine (127.0.0.1 or localhost)")
+
+    report: dict[str, Any] = {"users": args.users, "predictions_per_user": args.predictions}
+    with tempfile.TemporaryDirectory() as tmp:
+        admin = dsn = None
+        if args.url:
+            url, server_pid, dsn = args.url, None, args.database_url
+            context: Any = None
+        else:
+            admin = pg.admin_dsn(Path(tmp))
+            dsn = pg.create_database(admin, prefix="mnist_load")
+            env = {"DATABASE_URL": dsn, "SPOOL_PATH": str(Path(tmp) / "spool.jsonl"), "MODEL_PATH": ""}
+            context = browser.running_app(env)
+            url = context.__enter__()
+            server_pid = browser.SERVER_PIDS[url]
+        try:
+            since = time.time() - 1
+            rss: list[float] = []
+            server_cpu_start = cpu_seconds({server_pid}) if server_pid else 0.0
+            own_cpu_start = cpu_seconds(descendants(os.getpid(), server_pid))
+
+            async def run() -> dict[str, Any]:
+                async def sample() -> None:
+                    while True:
+                        if server_pid:
+                            rss.append(rss_mb(server_pid))
+                        await asyncio.sleep(0.5)
+
+                sampler = asyncio.ensure_future(sample())
+                try:
+                    return await asyncio.wait_for(
+                        drive(url, args.users, args.predictions, args.label_every, args.ramp), args.deadline
+                    )
+                finally:
+                    sampler.cancel()
+
+            started = time.perf_counter()
+            if server_pid:
+                report["server_rss_mb_start"] = round(rss_mb(server_pid), 1)
+            out = asyncio.run(run())
+            report["wall_seconds"] = round(time.perf_counter() - started, 1)
+            browser_cpu = cpu_seconds(descendants(os.getpid(), server_pid)) - own_cpu_start
+            if server_pid:
+                report["server_rss_mb_peak"] = round(max(rss), 1)
+                time.sleep(SETTLE_SECONDS)  # disconnected sessions are dropped after the TTL
+                report["server_rss_mb_after_close"] = round(rss_mb(server_pid), 1)
+                report["server_cpu_seconds"] = round(cpu_seconds({server_pid}) - server_cpu_start, 1)
+            report["browser_cpu_seconds"] = round(browser_cpu, 1)
+            made = args.users * args.predictions
+            latencies = out["latencies"]
+            report.update(
+                attempted=made,
+                answered=out["answered"],
+                success_percent=round(100 * out["answered"] / made, 1),
+                labelled_by_users=out["labelled"],
+                click_to_answer_ms={
+                    "p50": round(statistics.median(latencies), 1) if latencies else None,
+                    "p95": round(percentile(latencies, 0.95), 1) if latencies else None,
+                    "max": round(max(latencies), 1) if latencies else None,
+                },
+                errors=out["errors"],
+            )
+            if dsn:
+                time.sleep(1.0)  # the last writes of the last users
+                report["database"] = database_figures(dsn, since)
+        finally:
+            if context is not None:
+                context.__exit__(None, None, None)
+            if admin and dsn:
+                pg.drop_database(admin, dsn)
+    print(json.dumps(report, indent=2))
+    db_figures = report.get("database", {})
+    if db_figures:
+        ok = db_figures["rows"] == report["answered"] == db_figures["distinct_requests"]
+        print(f"rows == predictions answered, no duplicates: {'yes' if ok else 'NO'}")
+    browser.ARTIFACTS.mkdir(exist_ok=True)
+    (browser.ARTIFACTS / "loadtest.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["success_percent"] == 100.0 and not report["errors"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
