@@ -33,7 +33,9 @@ import browser  # noqa: E402
 import pg  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-SETTLE_SECONDS = 20.0  # after the sessions close, how long to watch the server's memory come back
+# After the sessions close: Streamlit keeps a disconnected session for server.disconnectedSessionTTL (30 s in
+# .streamlit/config.toml) in case its user comes back; then it is dropped.
+SETTLE_SECONDS = 45.0
 
 
 def rss_mb(pid: int) -> float:
@@ -121,15 +123,19 @@ async def user(chromium: Any, url: str, number: int, predictions: int, label_eve
                 out["labelled"] += 1
             await page.get_by_role("button", name="Clear").click()
             await metric.wait_for(state="detached", timeout=30_000)
-            await canvas.wait_for(state="visible", timeout=30_000)
+            await page.get_by_text("Draw a digit, then press Predict").wait_for(timeout=30_000)
             canvas = page.locator("canvas.upper-canvas").first
+            await canvas.wait_for(state="visible", timeout=30_000)
+            await page.wait_for_timeout(500)  # the new canvas finishes mounting before the next stroke
     except Exception as exc:  # one user's trouble is reported, not fatal to the run
         out["errors"].append(f"user {number}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     finally:
         await context.close()
 
 
-async def drive(url: str, users: int, predictions: int, label_every: int, ramp: float) -> dict[str, Any]:
+async def drive(
+    url: str, users: int, predictions: int, label_every: int, ramp: float, server_pid: int | None
+) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     path = browser.chromium_path()
@@ -143,7 +149,14 @@ async def drive(url: str, users: int, predictions: int, label_every: int, ramp: 
             await asyncio.sleep(n * ramp)  # people arrive over a few seconds, not in one instant
             await user(chromium, url, n, predictions, label_every, out)
 
+        warm = await chromium.new_context()  # the first visit loads the model: not part of anybody's wait
+        warm_page = await warm.new_page()
+        await warm_page.goto(url, timeout=120_000)
+        await warm_page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=120_000)
+        await warm.close()
+        out["rss_start"] = rss_mb(server_pid) if server_pid else None
         await asyncio.gather(*(start(n) for n in range(users)))
+        out["browser_cpu"] = cpu_seconds(descendants(os.getpid(), server_pid))  # before the browser exits
         await chromium.close()
     return out
 
@@ -211,18 +224,18 @@ def main(argv: list[str] | None = None) -> int:
                 sampler = asyncio.ensure_future(sample())
                 try:
                     return await asyncio.wait_for(
-                        drive(url, args.users, args.predictions, args.label_every, args.ramp), args.deadline
+                        drive(url, args.users, args.predictions, args.label_every, args.ramp, server_pid),
+                        args.deadline,
                     )
                 finally:
                     sampler.cancel()
 
             started = time.perf_counter()
-            if server_pid:
-                report["server_rss_mb_start"] = round(rss_mb(server_pid), 1)
             out = asyncio.run(run())
             report["wall_seconds"] = round(time.perf_counter() - started, 1)
-            browser_cpu = cpu_seconds(descendants(os.getpid(), server_pid)) - own_cpu_start
+            browser_cpu = out["browser_cpu"] - own_cpu_start
             if server_pid:
+                report["server_rss_mb_start"] = round(out["rss_start"], 1)
                 report["server_rss_mb_peak"] = round(max(rss), 1)
                 time.sleep(SETTLE_SECONDS)  # disconnected sessions are dropped after the TTL
                 report["server_rss_mb_after_close"] = round(rss_mb(server_pid), 1)
