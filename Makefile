@@ -31,11 +31,15 @@ run: install ## Start the app at http://localhost:$(PORT) (embedded PostgreSQL u
 test: install lint typecheck ## Lint, typecheck and run every test (what CI runs)
 	$(PY) -m pytest
 
-lint: install ## black --check, flake8, actionlint (the CI workflow) and hadolint (the Dockerfile)
+lint: install ## black --check, flake8, actionlint (workflow), hadolint (Dockerfile), node --check (components/*.js)
 	$(PY) -m black --check --quiet $(SOURCES)
 	$(PY) -m flake8 $(SOURCES)
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(VENV)/bin/hadolint Dockerfile
+	@# The custom elements' JS, syntax-checked as ES modules (node reads .mjs as one), where node is installed.
+	@if command -v node >/dev/null; then tmp=$$(mktemp -d); for f in components/*.js; do \
+		cp "$$f" "$$tmp/$$(basename "$$f" .js).mjs" && node --check "$$tmp/$$(basename "$$f" .js).mjs" || exit 1; \
+	done; rm -rf "$$tmp"; else echo "node not found: components/*.js not syntax-checked"; fi
 
 format: install ## Reformat the code with black
 	$(PY) -m black --quiet $(SOURCES)

@@ -13,9 +13,9 @@ import base64
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +34,7 @@ DRAW_COLUMNS = (0.42, 0.58)  # of the centred page's 736 px: the 280 px canvas, 
 PEN_WIDTH = (8, 40, 20)  # min, max, default: ~2 px strokes once a full-height digit is scaled into MNIST's 20 px box
 HISTORY_SIZES = (50, 100, 500)
 CORRECTNESS = {"All": None, "Correct": True, "Incorrect": False}
+COMPONENTS_DIR = Path(__file__).resolve().parent / "components"  # the custom elements' CSS and JS, read at import
 
 st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/draw:", layout="centered")
 
@@ -42,33 +43,10 @@ st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/dra
 # any fast mouse) was swallowed. The canvas lives in a shadow root, out of reach of page CSS, so this helper injects
 # a scoped style into it: the toolbar sits in a band reserved above the canvas, and ignores the pointer unless
 # hovered. Undo/redo/reset keep working for mouse users; Clear below serves everyone.
-CANVAS_STYLE = """
-.dc-root { margin-top: 2.75rem; }
-.dc-toolbar { top: -2.65rem !important; }
-.dc-toolbar:not([data-pinned="true"]) { pointer-events: none; }
-.dc-root:hover > .dc-toolbar, .dc-toolbar:focus-within { pointer-events: auto; }
-"""
-CANVAS_STYLE_JS = """
-export default function () {
-  const css = %s;
-  const patch = () => {
-    for (const host of document.querySelectorAll('[data-testid="stBidiComponentIsolated"]')) {
-      const root = host.shadowRoot;
-      if (root && !root.querySelector("style[data-canvas-fix]")) {
-        const style = document.createElement("style");
-        style.dataset.canvasFix = "1";
-        style.textContent = css;
-        root.appendChild(style);
-      }
-    }
-  };
-  patch();
-  const observer = new MutationObserver(patch);  // Clear mounts a new canvas: patch it too
-  observer.observe(document.body, { childList: true, subtree: true });
-  return () => observer.disconnect();
-}
-""" % json.dumps(CANVAS_STYLE)
-canvas_style_fix = st.components.v2.component("mnist_canvas_style_fix", js=CANVAS_STYLE_JS)
+CANVAS_STYLE = (COMPONENTS_DIR / "canvas_fix.css").read_text()
+canvas_style_fix = st.components.v2.component(
+    "mnist_canvas_style_fix", js=(COMPONENTS_DIR / "canvas_fix.js").read_text()
+)
 
 # The result panel under the Prediction metric: confidence, the 28x28 input the model saw, a bar for each of the
 # ten probabilities, and the feedback controls ("Yes, it's N" in one click, or pick the true digit 0-9 and Submit).
@@ -79,94 +57,11 @@ canvas_style_fix = st.components.v2.component("mnist_canvas_style_fix", js=CANVA
 # renders that come before it.
 # Data in: {digit, confidence, probabilities, image, label}. One trigger out, `label`, an int that the server
 # validates before storing it.
-RESULT_PANEL_CSS = """
-:host, .panel { font-family: var(--st-font); color: var(--st-text-color); }
-.summary { display: flex; flex-wrap: wrap; gap: 1rem 1.5rem; align-items: flex-end; }
-.confidence { margin: 0 0 0.4rem; }
-figure { margin: 0; }
-img { width: 112px; height: 112px; image-rendering: pixelated; border-radius: 6px; background: #000; display: block; }
-figcaption { font-size: 0.8rem; opacity: 0.7; }
-.bars { flex: 1; min-width: 14rem; height: 150px; display: flex; gap: 2px; align-items: flex-end; }
-.bar { flex: 1; height: 100%; display: flex; flex-direction: column; align-items: center; justify-content: flex-end; }
-.bar .pct { font-size: 0.7rem; opacity: 0.75; }
-.bar .fill { width: 70%; min-height: 1px; border-radius: 3px 3px 0 0; background: #CBD5E1; }
-.bar.top .fill { background: var(--st-primary-color); }
-.bar.top .digit { font-weight: 700; }
-.feedback { display: flex; flex-wrap: wrap; align-items: center; gap: 0.5rem 0.75rem; margin-top: 1rem; }
-.question { font-weight: 600; width: 100%; margin: 0; }
-button { font: inherit; color: inherit; background: var(--st-background-color); cursor: pointer;
-  border: 1px solid var(--st-border-color, rgba(49, 51, 63, 0.2)); border-radius: var(--st-base-radius, 0.5rem);
-  min-height: 2.5rem; padding: 0.25rem 0.75rem; }
-button:hover:not(:disabled) { border-color: var(--st-primary-color); color: var(--st-primary-color); }
-button:focus-visible { outline: 2px solid var(--st-primary-color); outline-offset: 1px; }
-button:disabled { cursor: not-allowed; opacity: 0.45; }
-.picker { display: flex; flex-wrap: wrap; align-items: center; gap: 0.25rem; }
-.picker span { margin-right: 0.25rem; }
-.picker button { min-width: 2.5rem; padding: 0.25rem 0.5rem; }
-.picker button[aria-checked="true"] { background: var(--st-primary-color); border-color: var(--st-primary-color);
-  color: #fff; }
-"""
-RESULT_PANEL_JS = """
-const DIGITS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
-const percent = (p, digits) => (100 * p).toFixed(digits) + "%";
-
-export default function ({ data, parentElement, setTriggerValue }) {
-  const root = parentElement.querySelector(".panel") || build(parentElement);
-  root.send = (label) => setTriggerValue("label", label);
-  root.digit = data.digit;
-  root.querySelector(".confidence b").textContent = data.confidence;
-  root.querySelectorAll(".bar").forEach((bar, digit) => {
-    const p = data.probabilities[digit];
-    bar.classList.toggle("top", digit === data.digit);
-    bar.title = `${digit}: ${percent(p, 2)}`;
-    bar.setAttribute("aria-label", `digit ${digit}: ${percent(p, 1)}`);
-    bar.querySelector(".pct").textContent = percent(p, 0);
-    bar.querySelector(".fill").style.height = Math.max(100 * p, 1) + "%";
-  });
-  root.querySelector(".yes-text").textContent = `Yes, it's ${data.digit}`;
-  if (root.image !== data.image) root.querySelector("img").src = data.image;  // re-setting a src reloads it
-  if (root.image !== data.image || root.saved !== data.label) {  // a new prediction or a new saved label
-    root.image = data.image;
-    root.saved = data.label;
-    pick(root, data.label);
-  }
-}
-
-function build(parentElement) {
-  const root = document.createElement("div");
-  root.className = "panel";
-  const bars = DIGITS.map((d) =>
-    `<div class="bar"><span class="pct"></span><div class="fill"></div><span class="digit">${d}</span></div>`);
-  const radios = DIGITS.map((d) =>
-    `<button type="button" role="radio" aria-checked="false" data-digit="${d}">${d}</button>`);
-  root.innerHTML = `<div class="summary">
-      <figure><p class="confidence">Confidence <b></b></p><img alt="The 28 by 28 image the model saw">
-        <figcaption>What the model saw (28×28)</figcaption></figure>
-      <div class="bars" role="img" aria-label="Probability of each digit">${bars.join("")}</div></div>
-    <div class="feedback"><p class="question">Was it right?</p>
-      <button type="button" class="yes"><span aria-hidden="true">✓ </span><span class="yes-text"></span></button>
-      <div class="picker" role="radiogroup" aria-label="No, the true digit is">
-        <span aria-hidden="true">No, the true digit is</span>${radios.join("")}</div>
-      <button type="button" class="submit" disabled>Submit label</button></div>`;
-  root.addEventListener("click", (event) => {
-    const button = event.target.closest("button");
-    if (!button || button.disabled) return;
-    if (button.classList.contains("yes")) root.send(root.digit);
-    else if (button.classList.contains("submit")) root.send(root.picked);
-    else pick(root, Number(button.dataset.digit));
-  });
-  parentElement.appendChild(root);
-  return root;
-}
-
-function pick(root, digit) {
-  root.picked = digit;
-  root.querySelectorAll("[role=radio]").forEach((radio) =>
-    radio.setAttribute("aria-checked", String(Number(radio.dataset.digit) === digit)));
-  root.querySelector(".submit").disabled = digit === null;
-}
-"""
-result_panel = st.components.v2.component("mnist_result_panel", css=RESULT_PANEL_CSS, js=RESULT_PANEL_JS)
+result_panel = st.components.v2.component(
+    "mnist_result_panel",
+    css=(COMPONENTS_DIR / "result_panel.css").read_text(),
+    js=(COMPONENTS_DIR / "result_panel.js").read_text(),
+)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -406,18 +301,18 @@ def history_section(database: db.Database) -> None:
             "ID": [r["id"] for r in rows],
         }
     )
+    shown = table.assign(Confidence=[utils.format_confidence(c) for c in table["Confidence"]])  # as the answer says it
     st.dataframe(
-        table,
+        shown,
         hide_index=True,
         width="stretch",
         column_config={
             "Time": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
             "Image": st.column_config.ImageColumn(width="small"),
-            "Confidence": st.column_config.ProgressColumn(format="percent", min_value=0.0, max_value=1.0),
             "True label": st.column_config.NumberColumn(format="%d"),
         },
     )
-    csv = table.drop(columns=["Image"]).assign(
+    csv = table.drop(columns=["Image"]).assign(  # the raw probability: the file is data, not display
         Model=[r["model_version"] for r in rows], Probabilities=[r["probabilities"] for r in rows]
     )
     st.download_button("Download CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")
@@ -449,7 +344,10 @@ def stats_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
                 alt.Chart(per_digit, height=200)
                 .mark_bar()
                 .encode(
-                    x=alt.X("digit:N", axis=alt.Axis(labelAngle=0)),
+                    # All ten digits on the axis, with or without feedback yet (no single giant bar).
+                    x=alt.X(
+                        "digit:N", axis=alt.Axis(labelAngle=0), scale=alt.Scale(domain=per_digit["digit"].tolist())
+                    ),
                     y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
                     tooltip=["digit", alt.Tooltip("accuracy:Q", format=".1%"), "labelled"],
                 ),
@@ -551,7 +449,7 @@ def main() -> None:
     def draw_page() -> None:
         # Outside the fragment: a Predict rerun does not re-send them (the pen width is read from the session).
         st.slider("Pen width", *PEN_WIDTH, key="pen_width")
-        canvas_style_fix(key="canvas-style-fix")
+        canvas_style_fix(key="canvas-style-fix", data={"css": CANVAS_STYLE})
         draw_section(checkpoint, database)
 
     # Only the open page runs, and opening one runs it afresh: History and Stats always show the latest rows.

@@ -179,6 +179,13 @@ def test_stats_show_totals_accuracy_and_the_model_card(page: Callable[[], AppTes
     assert card.loc["File version"].iloc[0] == utils.load_checkpoint().version
 
 
+def test_history_formats_confidence_as_the_answer_does(page: Callable[[], AppTest], database: db.Database) -> None:
+    database.log_prediction(4, 0.99997)
+    database.log_prediction(9, 0.5)
+    table = open_page(page(), "History").dataframe[0].value
+    assert list(table["Confidence"]) == ["50.0%", ">99.99%"]
+
+
 def test_model_card_shows_the_registered_version_the_checkpoint_records(
     page: Callable[[], AppTest], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
