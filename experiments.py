@@ -109,13 +109,15 @@ def report(batch: str | None = None) -> str:
     curves = {
         r.info.run_name: {
             key: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
-            for key in ("train_loss", "val_accuracy")
+            for key in ("train_loss", "val_accuracy", "val_loss")
         }
         for r in runs
     }
     plot_experiments(curves, COMPARISON_PLOT)
-    best_val = {r.info.run_id: max((v for _, v in curves[r.info.run_name]["val_accuracy"]), default=0.0) for r in runs}
-    winner = max(runs, key=lambda r: best_val[r.info.run_id])
+    # The same rule train.fit keeps an epoch by: best validation accuracy, ties broken by the lower validation loss.
+    kept = {r.info.run_id: kept_epoch(curves[r.info.run_name]) for r in runs}
+    best_val = {run_id: accuracy for run_id, (accuracy, _) in kept.items()}
+    winner = max(runs, key=lambda r: kept[r.info.run_id])
     rows = [
         "| run | hypothesis | recipe | best val | official test | minutes | version |",
         "|---|---|---|---|---|---|---|",
@@ -136,7 +138,8 @@ def report(batch: str | None = None) -> str:
         [
             START,
             f"Batch `{chosen}` (`make experiments`; generated from the tracking store by `python experiments.py "
-            f"--report`, not typed by hand). Winner by validation accuracy: **{winner.info.run_name}** "
+            f"--report`, not typed by hand). Winner by validation accuracy, ties broken by the lower validation "
+            f"loss (the rule training keeps an epoch by; the test set chooses nothing): **{winner.info.run_name}** "
             f"(version {winner.data.tags.get('model_version', '?')}).",
             "",
             *rows,
@@ -153,6 +156,12 @@ def report(batch: str | None = None) -> str:
     MODEL_CARD.write_text(card)
     print(text)
     return str(winner.data.tags.get("model_version", ""))
+
+
+def kept_epoch(metrics: dict[str, list[tuple[int, float]]]) -> tuple[float, float]:
+    """(validation accuracy, minus validation loss) of the epoch a run kept: the larger pair wins."""
+    loss = dict(metrics.get("val_loss", []))
+    return max(((acc, -loss.get(step, 0.0)) for step, acc in metrics.get("val_accuracy", [])), default=(0.0, 0.0))
 
 
 def client_metric(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:

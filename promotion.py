@@ -76,6 +76,7 @@ def atomic_copy(source: Path, target: Path) -> None:
             shutil.copyfileobj(src, tmp)
         tmp.flush()
         os.fsync(tmp.fileno())
+    os.chmod(tmp.name, 0o644)  # a temporary file is private (0600); the image's non-root user must read the model
     os.replace(tmp.name, target)
 
 

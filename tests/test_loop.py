@@ -143,6 +143,7 @@ def test_promotion_that_passes_the_gate_ships_atomically_and_rollback_restores(
     assert record["registry_version"] == version and record["gate"]["official"] >= promotion.MIN_OFFICIAL
     assert (production.parent / "evaluation.json").is_file()
     assert not list(production.parent.glob(".model.pth.*")), "no temporary file is left behind"
+    assert production.stat().st_mode & 0o044 == 0o044, "readable by the image's non-root user"
 
     result = train_py("--rollback")
     assert result.returncode == 0, result.stdout + result.stderr
