@@ -26,7 +26,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP) ## Create .venv and install pinned runtime + dev requirements (idempotent)
 
 run: install ## Start the app at http://localhost:$(PORT) (embedded PostgreSQL unless DATABASE_URL/POSTGRES_HOST is set)
-	$(PY) -m streamlit run app.py --server.port $(PORT)
+	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run app.py --server.port $(PORT)
 
 test: install lint typecheck ## Lint, typecheck and run every test (what CI runs)
 	$(PY) -m pytest

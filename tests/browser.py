@@ -62,6 +62,9 @@ def chromium_path() -> str | None:
     return found if Path(found).exists() else None
 
 
+# As the image runs the server (Dockerfile ENV): glibc keeps one malloc arena per thread by default, and Streamlit
+# runs every session's script in a thread of its own, so freed session memory stayed fragmented across arenas.
+SERVER_ENV = {"MALLOC_ARENA_MAX": "2"}
 SERVER_PIDS: dict[str, int] = {}  # url -> pid of the streamlit server running_app started there
 
 
@@ -80,7 +83,7 @@ def running_app(env: dict[str, str], script: str = "app.py") -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port), "--server.address", "127.0.0.1"],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**os.environ, **SERVER_ENV, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
