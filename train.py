@@ -319,6 +319,8 @@ def run_evaluation(model_path: Path, data_dir: str | None) -> dict[str, Any]:
 
 def train_from_scratch(args: argparse.Namespace, device: torch.device, run: Run) -> int:
     """Full training (or --dry-run): a new model from random weights, registered as a new version."""
+    args.label_smoothing = args.label_smoothing or 0.0
+    args.ema = args.ema or 0.0
     torch.manual_seed(args.seed)
     full_train, test_split, digests = load_mnist(args.data_dir)
     train_split, val_split = split_validation(full_train, VALIDATION_SIZE, args.seed)
@@ -367,15 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--channels", type=channels, default=[32, 48, 96], help="conv widths of the three stages")
     recipe.add_argument("--hidden", type=int, default=128, help="width of the dense hidden layer")
     recipe.add_argument("--dropout", type=float, default=0.3, help="dropout before each dense layer")
-    recipe.add_argument("--label-smoothing", type=float, default=0.0, help="cross-entropy label smoothing")
-    recipe.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights per step (0: off)")
+    recipe.add_argument(
+        "--label-smoothing", type=float, help="cross-entropy label smoothing (default: 0; --retrain: the base's)"
+    )
+    recipe.add_argument(
+        "--ema", type=float, help="EMA decay of the weights per step, 0 for off (default: 0; --retrain: the base's)"
+    )
 
     tune = parser.add_argument_group("retraining from feedback (--retrain)")
     tune.add_argument("--retrain", action="store_true", help="fine-tune production on MNIST + labelled feedback")
     tune.add_argument("--base", type=Path, default=DEFAULT_MODEL_PATH, help="the model --retrain starts from")
     tune.add_argument("--finetune-epochs", type=int, default=3, help="epochs over MNIST when fine-tuning")
     tune.add_argument("--finetune-lr", type=float, default=1e-3, help="peak learning rate when fine-tuning")
-    tune.add_argument("--feedback-per-batch", type=int, default=32, help="feedback images added to every batch")
+    tune.add_argument("--feedback-per-batch", type=int, default=16, help="feedback images added to every batch")
     tune.add_argument("--min-feedback", type=int, default=50, help="refuse with fewer labelled rows than this")
     tune.add_argument(
         "--snapshot-dir",
