@@ -26,7 +26,7 @@ RUN groupadd --gid 10001 app \
 
 # Runtime files only (.dockerignore keeps the rest out of the build context).
 COPY .streamlit/ .streamlit/
-COPY app.py utils.py db.py spool.py ./
+COPY app.py utils.py db.py schema.py spool.py ./
 COPY components/ components/
 COPY models/model.pth models/model.pth
 

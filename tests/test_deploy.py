@@ -109,3 +109,20 @@ def test_github_workflow_gates_on_evaluation_and_deploys_only_from_main() -> Non
     script = deploy["steps"][-1]["run"]
     assert "secrets." not in script, "secrets reach the script through env, never inline"
     assert "rolling back" in script and "Health.Status" in script
+
+
+def test_image_copies_every_project_module_the_app_imports() -> None:
+    """The app's own imports, followed through the project's modules, all reach the image (a missing one would only
+    fail at `docker run`, which nothing here can do)."""
+    copied = set(" ".join(re.findall(r"^COPY (.+) \S+$", dockerfile(), flags=re.M)).split())
+    project = {path.stem for path in ROOT.glob("*.py")}
+    needed, frontier = set(), {"app"}
+    while frontier:
+        module = frontier.pop()
+        needed.add(module)
+        source = (ROOT / f"{module}.py").read_text()
+        imported = set(re.findall(r"^(?:import|from) (\w+)", source, flags=re.M)) & project
+        frontier |= imported - needed
+    missing = {f"{module}.py" for module in needed} - copied
+    assert not missing, f"imported by the app but not copied into the image: {sorted(missing)}"
+    assert "registry" not in needed and "train" not in needed, "the app never imports training code"
