@@ -43,6 +43,7 @@ st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/dra
 # any fast mouse) was swallowed. The canvas lives in a shadow root, out of reach of page CSS, so this helper injects
 # a scoped style into it: the toolbar sits in a band reserved above the canvas, and ignores the pointer unless
 # hovered. Undo/redo/reset keep working for mouse users; Clear below serves everyone.
+PAGE_STYLE = (COMPONENTS_DIR / "page.css").read_text()  # small screens: the answer in the first screenful
 CANVAS_STYLE = (COMPONENTS_DIR / "canvas_fix.css").read_text()
 canvas_style_fix = st.components.v2.component(
     "mnist_canvas_style_fix", js=(COMPONENTS_DIR / "canvas_fix.js").read_text()
@@ -437,7 +438,7 @@ def main() -> None:
     # The h1 of st.title, as markdown: Streamlit's frontend renders every element again at each step of a rerun, and
     # its heading element is the costly one (five on a bare page added ~13 ms to each Predict, five markdown h1s ~5 ms;
     # headless Chromium).
-    st.markdown("# MNIST Digit Classifier")
+    st.markdown(f"<style>{PAGE_STYLE}</style>\n\n# MNIST Digit Classifier", unsafe_allow_html=True)
     model_path = os.environ.get("MODEL_PATH") or str(utils.DEFAULT_MODEL_PATH)
     try:
         checkpoint = get_checkpoint(model_path)

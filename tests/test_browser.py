@@ -88,6 +88,7 @@ def screenshot(page: Any, name: str) -> None:
     )
     size = page.viewport_size
     page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 4000)})
+    page.evaluate("() => { window.scrollTo(0, 0); document.querySelectorAll('*').forEach(e => { e.scrollTop = 0; }); }")
     page.wait_for_timeout(400)
     browser.ARTIFACTS.mkdir(exist_ok=True)
     path = browser.ARTIFACTS / name
@@ -233,4 +234,26 @@ def test_phone_viewport_fits_without_horizontal_scrolling(chromium: Any, app_url
         button.scroll_into_view_if_needed()
         b = button.bounding_box()
         assert b is not None and b["x"] >= 0 and b["x"] + b["width"] <= PHONE["width"], name
+    page.context.close()
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, PHONE], ids=["laptop", "phone"])
+def test_answer_and_confidence_are_in_the_first_screenful(
+    chromium: Any, app_url: str, viewport: dict[str, int]
+) -> None:
+    phone = viewport == PHONE
+    page = open_page(chromium, app_url, viewport=viewport, touch=phone)
+    (browser.touch_strokes if phone else browser.mouse_strokes)(page, browser.DIGITS[7])
+    assert predict(page) == "7"
+    page.get_by_text("Confidence").first.wait_for()
+    for element in (
+        page.locator("canvas.upper-canvas").first,
+        page.get_by_role("button", name="Predict", exact=True).first,
+        page.locator('[data-testid="stMetric"]').first,
+        page.get_by_text("Confidence").first,
+    ):
+        box = element.bounding_box()
+        assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], box
+    browser.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(browser.ARTIFACTS / f"first-screenful-{viewport['width']}x{viewport['height']}.png"))
     page.context.close()
