@@ -43,7 +43,9 @@ st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/dra
 # any fast mouse) was swallowed. The canvas lives in a shadow root, out of reach of page CSS, so this helper injects
 # a scoped style into it: the toolbar sits in a band reserved above the canvas, and ignores the pointer unless
 # hovered. Undo/redo/reset keep working for mouse users; Clear below serves everyone.
-PAGE_STYLE = (COMPONENTS_DIR / "page.css").read_text()  # small screens: the answer in the first screenful
+# Small screens: the answer in the first screenful. Added to the document's head by the same element that patches
+# the canvas (canvas_fix.js), so it costs no element of its own.
+PAGE_STYLE = (COMPONENTS_DIR / "page.css").read_text()
 CANVAS_STYLE = (COMPONENTS_DIR / "canvas_fix.css").read_text()
 canvas_style_fix = st.components.v2.component(
     "mnist_canvas_style_fix", js=(COMPONENTS_DIR / "canvas_fix.js").read_text()
@@ -438,7 +440,7 @@ def main() -> None:
     # The h1 of st.title, as markdown: Streamlit's frontend renders every element again at each step of a rerun, and
     # its heading element is the costly one (five on a bare page added ~13 ms to each Predict, five markdown h1s ~5 ms;
     # headless Chromium).
-    st.markdown(f"<style>{PAGE_STYLE}</style>\n\n# MNIST Digit Classifier", unsafe_allow_html=True)
+    st.markdown("# MNIST Digit Classifier")
     model_path = os.environ.get("MODEL_PATH") or str(utils.DEFAULT_MODEL_PATH)
     try:
         checkpoint = get_checkpoint(model_path)
@@ -450,7 +452,7 @@ def main() -> None:
     def draw_page() -> None:
         # Outside the fragment: a Predict rerun does not re-send them (the pen width is read from the session).
         st.slider("Pen width", *PEN_WIDTH, key="pen_width")
-        canvas_style_fix(key="canvas-style-fix", data={"css": CANVAS_STYLE})
+        canvas_style_fix(key="canvas-style-fix", data={"css": CANVAS_STYLE, "pageCss": PAGE_STYLE})
         draw_section(checkpoint, database)
 
     # Only the open page runs, and opening one runs it afresh: History and Stats always show the latest rows.
