@@ -155,7 +155,7 @@ class Database:
         self._replay_interval = replay_interval
         self._replayer: threading.Thread | None = None
         self._replayer_lock = threading.Lock()
-        self._closed = threading.Event()
+        self._stop_replay = threading.Event()
 
     @property
     def dsn(self) -> str:
@@ -227,11 +227,11 @@ class Database:
     def close(self) -> None:
         """Close the pooled connections (the handle reconnects if used again); stop the replayer, whose writes stay
         in the spool for the next replay."""
-        self._closed.set()
+        self._stop_replay.set()
         replayer = self._replayer
         if replayer is not None:
             replayer.join(timeout=2.0)
-        self._closed.clear()
+        self._stop_replay.clear()
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.closeall()
@@ -357,7 +357,8 @@ class Database:
         """Schema created once per handle, spooled writes replayed when some wait; DatabaseUnavailable if down or
         not answering within the write timeout."""
         if not self._schema_ready:
-            self._bounded(self.init_db, self.write_timeout)
+            _ = self.dsn  # resolved here: starting the embedded server (make run) takes seconds, and is no outage
+            self._bounded(self.init_db, self.read_timeout)  # the first schema run may take longer than a write
         elif self.spool.has_writes():
             self._start_replayer()
             if self._bounded(self.flush_spool, self.write_timeout) > 0:
@@ -433,7 +434,7 @@ class Database:
                 self._replayer.start()
 
     def _replay_loop(self) -> None:
-        while not self._closed.wait(self._replay_interval):
+        while not self._stop_replay.wait(self._replay_interval):
             try:
                 self.flush_spool()
             except Exception:  # never let the replayer die with writes waiting
