@@ -164,8 +164,8 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     waiting = result["id"] < 0 or (result.get("label_spooled") and database.pending() > 0)
     if waiting:
         st.warning(
-            "The database is unreachable or not answering: this prediction and its label are saved locally and "
-            "will be logged as soon as it is back.",
+            "The database is unreachable or not answering: this prediction (and any label you give it) is saved "
+            "locally and will be logged as soon as it is back.",
             icon=":material/cloud_off:",
         )
     result_panel(
