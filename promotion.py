@@ -126,6 +126,8 @@ def promote(version: str, data_dir: str | None) -> int:
             print("promotion refused: " + "; ".join(reasons) + f".\n{paths.model} is unchanged.")
             return 1
         previous_version = registry.alias_version(registry.PRODUCTION_ALIAS)
+        shipped_facts = describe(candidate)  # read before the move: the files are byte-identical after it
+        replaced_facts = {**describe(production), "registry_version": previous_version} if production else None
         if production is not None:
             atomic_copy(paths.model, paths.previous)
         atomic_copy(path, paths.model)
@@ -134,22 +136,17 @@ def promote(version: str, data_dir: str | None) -> int:
     write_evaluation(paths, figures["report"])
     registry.set_alias(registry.PRODUCTION_ALIAS, version)
     registry.set_alias(registry.PREVIOUS_ALIAS, previous_version)
-    shipped = load_checkpoint(paths.model)
     write_record(
         paths,
         {
-            **describe(shipped),
+            **shipped_facts,
             "registry_version": str(version),
             "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "gate": {"official": figures["official"], "drawn": figures["drawn"]},
-            "previous": (
-                {**describe(load_checkpoint(paths.previous)), "registry_version": previous_version}
-                if production
-                else None
-            ),
+            "previous": replaced_facts,
         },
     )
-    print(f"promoted version {version}: {paths.model} is now {shipped.version}; the model it replaced is kept in")
+    print(f"promoted version {version}: {paths.model} is now {candidate.version}; the model it replaced is kept in")
     print(f"{paths.previous} (make rollback). Commit models/ to deploy it (DEPLOYMENT.md).")
     return 0
 
@@ -185,6 +182,7 @@ def rollback() -> int:
             return 1
         current = load_checkpoint(paths.model) if paths.model.is_file() else None
         current_facts = {**describe(current), "registry_version": record.get("registry_version")} if current else None
+        restored_facts = describe(restored)
         backup = Path(tmp) / "current.pth"
         if current is not None:
             shutil.copyfile(paths.model, backup)
@@ -196,7 +194,7 @@ def rollback() -> int:
     write_record(
         paths,
         {
-            **describe(load_checkpoint(paths.model)),
+            **restored_facts,
             "registry_version": previous.get("registry_version"),
             "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "rolled_back": True,
