@@ -81,11 +81,8 @@ def run_all(dry_run: bool, extra: list[str], only: list[str] | None = None, batc
     return batch
 
 
-def batch_runs(batch: str | None) -> tuple[str, list[Any]]:
+def batch_runs(client: Any, batch: str | None) -> tuple[str, list[Any]]:
     """The finished runs of one experiment batch (the newest when `batch` is None), in the order they ran."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri())
     runs = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         filter_string="tags.experiment_batch != '' and attributes.status = 'FINISHED'",
@@ -105,16 +102,16 @@ def report(batch: str | None = None) -> str:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri())
-    chosen, runs = batch_runs(batch)
+    chosen, runs = batch_runs(client, batch)
     curves = {
         r.info.run_name: {
-            key: [(m.step, m.value) for m in client.get_metric_history(r.info.run_id, key)]
-            for key in ("train_loss", "val_accuracy", "val_loss")
+            key: client_metric(client, r.info.run_id, key)
+            for key in ("train_loss", "val_accuracy", "val_loss", "seconds")
         }
         for r in runs
     }
     plot_experiments(curves, COMPARISON_PLOT)
-    # The same rule train.fit keeps an epoch by: best validation accuracy, ties broken by the lower validation loss.
+    # The rule train.fit keeps an epoch by (train.selection_key), applied to each run's kept epoch.
     kept = {r.info.run_id: kept_epoch(curves[r.info.run_name]) for r in runs}
     best_val = {run_id: accuracy for run_id, (accuracy, _) in kept.items()}
     winner = max(runs, key=lambda r: kept[r.info.run_id])
@@ -128,7 +125,7 @@ def report(batch: str | None = None) -> str:
             f"{p.get('epochs')} ep, ch {p.get('channels')}, hidden {p.get('hidden')}, "
             f"EMA {p.get('ema')}, smoothing {p.get('label_smoothing')}, {int(p.get('parameters', 0)):,} params"
         )
-        minutes = sum(v for _, v in client_metric(client, r.info.run_id, "seconds")) / 60
+        minutes = sum(v for _, v in curves[r.info.run_name]["seconds"]) / 60
         name = f"**{r.info.run_name}**" if r is winner else r.info.run_name
         rows.append(
             f"| {name} | {r.data.tags.get('hypothesis', '')} | {recipe} | {best_val[r.info.run_id]:.2%} | "
@@ -159,9 +156,10 @@ def report(batch: str | None = None) -> str:
 
 
 def kept_epoch(metrics: dict[str, list[tuple[int, float]]]) -> tuple[float, float]:
-    """(validation accuracy, minus validation loss) of the epoch a run kept: the larger pair wins."""
+    """train.selection_key of the epoch a run kept: the larger one wins."""
     loss = dict(metrics.get("val_loss", []))
-    return max(((acc, -loss.get(step, 0.0)) for step, acc in metrics.get("val_accuracy", [])), default=(0.0, 0.0))
+    keys = (train.selection_key(acc, loss.get(step, 0.0)) for step, acc in metrics.get("val_accuracy", []))
+    return max(keys, default=(0.0, 0.0))
 
 
 def client_metric(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:

@@ -171,6 +171,11 @@ def print_report(name: str, report: dict[str, Any]) -> None:
         print(f"{c:>3} " + " ".join(f"{v:5d}" for v in row))
 
 
+def selection_key(accuracy: float, loss: float) -> tuple[float, float]:
+    """How epochs (and experiments) are ranked: validation accuracy, ties broken by the lower validation loss."""
+    return accuracy, -loss
+
+
 @dataclass
 class Fit:
     """What a training loop produced: the best model (loaded), its epoch's row, and every epoch's row."""
@@ -230,7 +235,9 @@ def fit(
         history.append(row)
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         improved = (
-            best is None or keep_last or (val["accuracy"], -val["loss"]) > (best["val_accuracy"], -best["val_loss"])
+            best is None
+            or keep_last
+            or selection_key(val["accuracy"], val["loss"]) > selection_key(best["val_accuracy"], best["val_loss"])
         )
         if improved:
             best = row
