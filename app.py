@@ -98,28 +98,29 @@ def database_ready(database: db.Database) -> bool:
 
 def classify_once(
     checkpoint: utils.Checkpoint, slot: str, source: bytes | None, load: Callable[[], Any]
-) -> utils.Prediction:
+) -> tuple[utils.Prediction, float]:
     """Classify the image whose encoded bytes are `source` (decoded by `load()` only when needed), reusing the last
-    answer for the same bytes. The canvas sends its image when a stroke ends, so the Draw page classifies it then
-    (2-3 ms) and Predict only shows and logs it. Raises like `utils.classify`."""
+    answer for the same bytes; returns it with the milliseconds it took (logged with the row). The canvas sends its
+    image when a stroke ends, so the Draw page classifies it then (2-3 ms) and Predict only shows and logs it.
+    Raises like `utils.classify`."""
     if not source:  # the canvas has sent nothing yet: nothing was drawn
         raise utils.EmptyDrawingError("Draw a digit first: the canvas is empty.")
     digest = hashlib.blake2b(source, digest_size=16).digest()
     cache_key = f"{slot}-classified"
     cached = st.session_state.get(cache_key)
     if cached is not None and cached[0] == digest:
-        return cached[1]
+        return cached[1], cached[2]
     started = time.perf_counter()
     prediction = utils.classify(checkpoint.model, load())
-    st.session_state[f"{slot}-inference-ms"] = (time.perf_counter() - started) * 1000  # logged with the row
-    st.session_state[cache_key] = (digest, prediction)
-    return prediction
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    st.session_state[cache_key] = (digest, prediction, elapsed_ms)
+    return prediction, elapsed_ms
 
 
 def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | None, load: Callable[[], Any]) -> None:
     """Predict pressed: keep the new result in the session under `slot` (it is logged when first shown)."""
     try:
-        prediction = classify_once(checkpoint, slot, source, load)
+        prediction, inference_ms = classify_once(checkpoint, slot, source, load)
     except utils.EmptyDrawingError as exc:
         st.session_state.pop(slot, None)
         st.warning(str(exc), icon=":material/edit:")
@@ -137,7 +138,7 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
         "prediction": prediction,
         "png": png,
         "label": None,
-        "inference_ms": st.session_state.get(f"{slot}-inference-ms"),
+        "inference_ms": inference_ms,
     }
 
 
