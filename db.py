@@ -38,29 +38,27 @@ import psycopg2.pool
 from dotenv import load_dotenv
 
 from schema import (
-    HISTORY_COLUMNS,
     INSERT_SQL,
     LABEL_BY_ID_SQL,
     LABEL_BY_REQUEST_SQL,
     NUM_CLASSES,
     SCHEMA,
     SCHEMA_LOCK_KEY,
+    NOT_A_DIGIT,
     check_digit,
     check_milliseconds,
     check_probability,
     check_text,
 )
+from reads import DatabaseUnavailable, Reads
 from spool import Spool
+from spool import claim as spool_claim
 
 PROJECT_DIR = Path(__file__).resolve().parent
 DATA_DIR = PROJECT_DIR / "data"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The database cannot be reached (down, refusing, timing out, or the pool is busy)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -112,7 +110,7 @@ def describe(dsn: str) -> str:
 # The database handle: a pool, the spool, and the API
 
 
-class Database:
+class Database(Reads):
     """A pooled connection to one PostgreSQL database plus the durable spool that covers its outages.
 
     Thread-safe: Streamlit runs each session in its own thread and shares one `Database` (st.cache_resource).
@@ -131,10 +129,12 @@ class Database:
         replay_interval: float = 2.0,
     ) -> None:
         self._dsn = dsn
-        self.spool_path = Path(spool_path or _env("SPOOL_PATH", str(DATA_DIR / "spool.jsonl")))
+        # SPOOL_PATH names one file (a single process); otherwise each process claims its own in SPOOL_DIR (replicas).
+        configured = spool_path or _env("SPOOL_PATH", "")
+        self.spool_path = Path(configured) if configured else spool_claim(Path(_env("SPOOL_DIR", str(DATA_DIR))))
         self.spool = Spool(self.spool_path)
         self.pool_size = pool_size or int(_env("DB_POOL_SIZE", "4"))
-        self._connect_args = {
+        self._connect_args: dict[str, Any] = {
             "connect_timeout": connect_timeout or int(_env("DB_CONNECT_TIMEOUT", "3")),
             "options": f"-c statement_timeout={statement_timeout_ms or int(_env('DB_STATEMENT_TIMEOUT_MS', '5000'))}",
             "application_name": "mnist-digit-classifier",
@@ -196,6 +196,11 @@ class Database:
         finally:
             self._slots.release()
 
+    def _export_connection(self) -> psycopg2.extensions.connection:
+        """A connection outside the pool for one long read (the CSV export): a download that takes minutes must not
+        hold one of the few connections the page's writes need."""
+        return psycopg2.connect(self.dsn, **self._connect_args)
+
     def _run(self, work: Callable[[Any], T]) -> T:
         """Run `work(cursor)` in one transaction; replace dead pooled connections and retry (server restarts)."""
         last: Exception | None = None
@@ -255,9 +260,14 @@ class Database:
         image_png: bytes | None = None,
         model_version: str | None = None,
         inference_ms: float | None = None,
+        is_digit: bool | None = None,
+        not_digit_score: float | None = None,
     ) -> int:
         """Store one prediction and return its id (negative and provisional while the database is unreachable).
-        `inference_ms`: how long the server took to read the image (preprocess + model), for Stats."""
+        `inference_ms`: how long the server took to read the image (preprocess + model), for Stats; `is_digit` and
+        `not_digit_score`: the model's "not a digit" verdict and probability (None from a model without one)."""
+        if is_digit is not None and not isinstance(is_digit, bool):
+            raise ValueError(f"is_digit must be True, False or None, got {is_digit!r}.")
         if probabilities is not None:
             probabilities = [check_probability("each probability", p) for p in probabilities]
             if len(probabilities) != NUM_CLASSES:
@@ -275,6 +285,10 @@ class Database:
             "model_version": check_text("model_version", model_version),
             "inference_ms": check_milliseconds(inference_ms),
             "true_label": None,
+            "is_digit": is_digit,
+            "not_digit_score": (
+                None if not_digit_score is None else check_probability("not_digit_score", not_digit_score)
+            ),
         }
         try:
             row_id = self._bounded(lambda: self._write_now(record), self.write_timeout)
@@ -289,16 +303,19 @@ class Database:
             self._spool(record, exc)
             return provisional
 
-    def set_true_label(self, prediction_id: int, true_label: int | None) -> bool:
-        """Record (or change, or clear with None) the user's true label on exactly that prediction's row. True when
-        it is stored, False when it is kept in the spool until the database is back."""
-        label = check_digit("true_label", true_label, allow_none=True)
+    def set_true_label(self, prediction_id: int, true_label: int | str | None) -> bool:
+        """Record (or change, or clear with None) the user's answer on exactly that prediction's row: a digit 0-9,
+        or `NOT_A_DIGIT` ("Not a digit"). True when it is stored, False when it is kept in the spool until the
+        database is back."""
+        not_digit = isinstance(true_label, str) and true_label == NOT_A_DIGIT
+        label = None if not_digit else check_digit("true_label", true_label, allow_none=True)
         if isinstance(prediction_id, bool) or not isinstance(prediction_id, int):
             raise ValueError(f"prediction_id must be an integer, got {prediction_id!r}.")
         record: dict[str, Any] = {
             "op": "label",
             "id": prediction_id,
             "true_label": label,
+            "not_digit": not_digit,
             "request_id": None,
             "labelled_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
@@ -339,7 +356,9 @@ class Database:
                     record["model_version"],
                     record["request_id"],
                     record.get("true_label"),
-                    record.get("inference_ms"),  # spools from before this column have none
+                    record.get("inference_ms"),  # spools from before these columns have none
+                    record.get("is_digit"),
+                    record.get("not_digit_score"),
                 ),
             )
         else:
@@ -348,7 +367,12 @@ class Database:
             by_request = bool(record.get("request_id"))
             cur.execute(
                 LABEL_BY_REQUEST_SQL if by_request else LABEL_BY_ID_SQL,
-                {"label": record["true_label"], "at": at, "key": record["request_id"] if by_request else record["id"]},
+                {
+                    "label": record["true_label"],
+                    "not_digit": bool(record.get("not_digit")),
+                    "at": at,
+                    "key": record["request_id"] if by_request else record["id"],
+                },
             )
         row = cur.fetchone()
         return int(row["id"]) if row else None
@@ -446,107 +470,6 @@ class Database:
         with self._replayer_lock:
             self._replayer = None
 
-    # -- reads -------------------------------------------------------------------------------------------------
-
-    def get_prediction_history(
-        self, limit: int = 100, offset: int = 0, digit: int | None = None, correct: bool | None = None
-    ) -> list[dict[str, Any]]:
-        """Newest first; `digit` filters the predicted digit, `correct` keeps labelled rows that were right/wrong."""
-        if not (isinstance(limit, int) and 0 < limit <= 10_000) or not (isinstance(offset, int) and offset >= 0):
-            raise ValueError("limit must be 1-10000 and offset >= 0.")
-        where, params = [], []
-        if digit is not None:
-            where.append("predicted_digit = %s")
-            params.append(check_digit("digit", digit))
-        if correct is not None:
-            where.append("true_label IS NOT NULL AND (true_label = predicted_digit) = %s")
-            params.append(bool(correct))
-        sql = f"SELECT {HISTORY_COLUMNS} FROM predictions"  # column list is a constant, never user input
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
-        params += [limit, offset]
-
-        def read(cur: Any) -> list[dict[str, Any]]:
-            self._ensure_schema_in(cur)
-            cur.execute(sql, params)
-            rows = [dict(r) for r in cur.fetchall()]
-            for r in rows:
-                r["image"] = bytes(r["image"]) if r["image"] is not None else None
-            return rows
-
-        return self._bounded(lambda: self._run(read), self.read_timeout)
-
-    def count_labelled(self) -> int:
-        """How many predictions carry a user's true label and the image the model saw (what retraining can use)."""
-
-        def read(cur: Any) -> int:
-            self._ensure_schema_in(cur)
-            cur.execute("SELECT count(*) AS n FROM predictions WHERE true_label IS NOT NULL AND image IS NOT NULL")
-            return int(cur.fetchone()["n"])
-
-        return self._bounded(lambda: self._run(read), self.read_timeout)
-
-    def iter_labelled(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
-        """Every labelled prediction with its image, oldest first, streamed through a server-side cursor: the rows
-        arrive `batch_size` at a time, so a large table never sits in memory. Raises DatabaseUnavailable if the
-        database cannot be reached (or drops the connection mid-stream)."""
-        self.ensure_ready()
-        try:
-            with self._connection() as conn:
-                with conn:  # a named cursor lives inside one transaction
-                    with conn.cursor(name="labelled_rows", cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                        cur.itersize = batch_size
-                        cur.execute(
-                            "SELECT id, created_at, predicted_digit, true_label, image, model_version "
-                            "FROM predictions WHERE true_label IS NOT NULL AND image IS NOT NULL ORDER BY id"
-                        )
-                        for row in cur:
-                            yield {**row, "image": bytes(row["image"])}
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            raise DatabaseUnavailable(f"the database is unreachable: {exc}") from exc
-
-    def get_stats(self, days: int = 30) -> dict[str, Any]:
-        """Totals, accuracy on labelled rows (overall and per true digit), confusion counts, and daily volume."""
-
-        def read(cur: Any) -> dict[str, Any]:
-            self._ensure_schema_in(cur)
-            cur.execute("SELECT count(*) AS n FROM predictions")
-            total = int(cur.fetchone()["n"])
-            cur.execute(
-                "SELECT true_label, predicted_digit, count(*) AS n FROM predictions "
-                "WHERE true_label IS NOT NULL GROUP BY true_label, predicted_digit"
-            )
-            confusion = [[0] * NUM_CLASSES for _ in range(NUM_CLASSES)]
-            for row in cur.fetchall():
-                confusion[row["true_label"]][row["predicted_digit"]] = int(row["n"])
-            cur.execute(
-                "SELECT date_trunc('day', created_at) AS day, count(*) AS predictions, "
-                "count(true_label) AS labelled, count(*) FILTER (WHERE true_label = predicted_digit) AS correct, "
-                "percentile_cont(0.5) WITHIN GROUP (ORDER BY inference_ms) AS inference_p50_ms, "
-                "percentile_cont(0.95) WITHIN GROUP (ORDER BY inference_ms) AS inference_p95_ms "
-                "FROM predictions WHERE created_at >= now() - make_interval(days => %s) GROUP BY 1 ORDER BY 1",
-                (days,),
-            )
-            daily = [dict(r) for r in cur.fetchall()]
-            return {"total": total, "confusion": confusion, "daily": daily}
-
-        stats = self._bounded(lambda: self._run(read), self.read_timeout)
-        confusion = stats["confusion"]
-        labelled = sum(map(sum, confusion))
-        correct = sum(confusion[d][d] for d in range(NUM_CLASSES))
-        per_digit = {}
-        for d in range(NUM_CLASSES):
-            n = sum(confusion[d])
-            per_digit[d] = {"labelled": n, "correct": confusion[d][d], "accuracy": confusion[d][d] / n if n else None}
-        stats.update(
-            labelled=labelled,
-            correct=correct,
-            accuracy=correct / labelled if labelled else None,
-            per_digit=per_digit,
-        )
-        return stats
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Module-level API on one shared handle configured from the environment
@@ -585,20 +508,27 @@ def log_prediction(
     image_png: bytes | None = None,
     model_version: str | None = None,
     inference_ms: float | None = None,
+    is_digit: bool | None = None,
+    not_digit_score: float | None = None,
 ) -> int:
     return get_database().log_prediction(
-        predicted_digit, confidence, probabilities, image_png, model_version, inference_ms
+        predicted_digit, confidence, probabilities, image_png, model_version, inference_ms, is_digit, not_digit_score
     )
 
 
-def set_true_label(prediction_id: int, true_label: int | None) -> None:
+def set_true_label(prediction_id: int, true_label: int | str | None) -> None:
     get_database().set_true_label(prediction_id, true_label)
 
 
 def get_prediction_history(
-    limit: int = 100, offset: int = 0, digit: int | None = None, correct: bool | None = None
+    limit: int = 100,
+    offset: int = 0,
+    digit: int | None = None,
+    correct: bool | None = None,
+    not_digit: bool | None = None,
+    before: tuple[dt.datetime, int] | None = None,
 ) -> list[dict[str, Any]]:
-    return get_database().get_prediction_history(limit, offset, digit, correct)
+    return get_database().get_prediction_history(limit, offset, digit, correct, not_digit, before)
 
 
 def get_stats() -> dict[str, Any]:

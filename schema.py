@@ -12,6 +12,95 @@ import math
 from typing import Any
 
 NUM_CLASSES = 10
+NOT_A_DIGIT = "not a digit"  # the user's answer when the drawing is no digit (set_true_label accepts it)
+
+# A labelled row the app answered wrongly: the user gave a digit and it is not the one shown, or the app called it
+# "not a digit" and the user gave a digit, or the user said "not a digit" and the app gave a digit.
+WRONG = (
+    "(true_label IS NOT NULL AND (true_label <> predicted_digit OR is_digit = false))"
+    " OR (labelled_not_digit AND is_digit IS DISTINCT FROM false)"
+)
+RIGHT = (
+    "(true_label IS NOT NULL AND true_label = predicted_digit AND is_digit IS DISTINCT FROM false)"
+    " OR (labelled_not_digit AND is_digit = false)"
+)
+# The user's answer as one number for the rollup: -1 none, 0-9 a digit, 10 "not a digit".
+NOT_A_DIGIT_ANSWER = 10
+ANSWER = f"CASE WHEN labelled_not_digit THEN {NOT_A_DIGIT_ANSWER} ELSE coalesce(true_label, -1) END"
+FLAGGED = "coalesce(is_digit = false, false)"
+DAY = "(created_at AT TIME ZONE 'UTC')::date"
+# Server time per prediction in 1/8-octave buckets (each ~9 % wide), with each bucket's count and sum: day-by-day
+# percentiles from a few hundred rows per day, interpolated as percentile_cont does between bucket means (exact
+# when a bucket holds one value, within a bucket's width otherwise), however large the table.
+LATENCY_BUCKETS_PER_OCTAVE = 8
+LATENCY_BUCKET = f"floor(log(2, greatest(inference_ms, 0.001)::numeric) * {LATENCY_BUCKETS_PER_OCTAVE})::smallint"
+
+# Stats reads these small tables, not the predictions: counts per (UTC day, predicted digit, answer, flagged) and
+# latency counts per (day, bucket), kept exact on every write by statement-level triggers over the transition tables
+# (one aggregate per statement, so a COPY of a million rows costs one pass; an UPDATE subtracts the old rows and adds
+# the new). ~40k rows for a year, whatever the traffic.
+ROLLUP_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION predictions_rollup() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        TRUNCATE prediction_counts, prediction_latency;
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        INSERT INTO prediction_counts AS c (day, predicted_digit, answer, flagged, n)
+            SELECT {DAY}, predicted_digit, {ANSWER}, {FLAGGED}, -count(*) FROM old_rows
+            GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+            ON CONFLICT (day, predicted_digit, answer, flagged) DO UPDATE SET n = c.n + EXCLUDED.n;
+        INSERT INTO prediction_latency AS l (day, bucket, n, total_ms)
+            SELECT {DAY}, {LATENCY_BUCKET}, -count(*), -sum(inference_ms) FROM old_rows WHERE inference_ms IS NOT NULL
+            GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (day, bucket) DO UPDATE SET n = l.n + EXCLUDED.n, total_ms = l.total_ms + EXCLUDED.total_ms;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        INSERT INTO prediction_counts AS c (day, predicted_digit, answer, flagged, n)
+            SELECT {DAY}, predicted_digit, {ANSWER}, {FLAGGED}, count(*) FROM new_rows
+            GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+            ON CONFLICT (day, predicted_digit, answer, flagged) DO UPDATE SET n = c.n + EXCLUDED.n;
+        INSERT INTO prediction_latency AS l (day, bucket, n, total_ms)
+            SELECT {DAY}, {LATENCY_BUCKET}, count(*), sum(inference_ms) FROM new_rows WHERE inference_ms IS NOT NULL
+            GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (day, bucket) DO UPDATE SET n = l.n + EXCLUDED.n, total_ms = l.total_ms + EXCLUDED.total_ms;
+    END IF;
+    RETURN NULL;
+END
+$fn$"""
+
+# Created once, with its triggers, from the rows already there; the table lock keeps a concurrent write from
+# falling between the backfill and the triggers.
+ROLLUP_TABLES = f"""
+DO $do$
+BEGIN
+    IF to_regclass('prediction_counts') IS NOT NULL THEN
+        RETURN;
+    END IF;
+    LOCK TABLE predictions IN SHARE ROW EXCLUSIVE MODE;
+    CREATE TABLE prediction_counts (
+        day date NOT NULL, predicted_digit smallint NOT NULL, answer smallint NOT NULL, flagged boolean NOT NULL,
+        n bigint NOT NULL, PRIMARY KEY (day, predicted_digit, answer, flagged));
+    CREATE TABLE prediction_latency (
+        day date NOT NULL, bucket smallint NOT NULL, n bigint NOT NULL, total_ms double precision NOT NULL,
+        PRIMARY KEY (day, bucket));
+    INSERT INTO prediction_counts
+        SELECT {DAY}, predicted_digit, {ANSWER}, {FLAGGED}, count(*) FROM predictions GROUP BY 1, 2, 3, 4;
+    INSERT INTO prediction_latency
+        SELECT {DAY}, {LATENCY_BUCKET}, count(*), sum(inference_ms) FROM predictions WHERE inference_ms IS NOT NULL
+        GROUP BY 1, 2;
+    CREATE TRIGGER predictions_rollup_insert AFTER INSERT ON predictions
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION predictions_rollup();
+    CREATE TRIGGER predictions_rollup_update AFTER UPDATE ON predictions
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION predictions_rollup();
+    CREATE TRIGGER predictions_rollup_delete AFTER DELETE ON predictions
+        REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION predictions_rollup();
+    CREATE TRIGGER predictions_rollup_truncate AFTER TRUNCATE ON predictions
+        FOR EACH STATEMENT EXECUTE FUNCTION predictions_rollup();
+END
+$do$"""
 
 # The schema, one source of truth. The first statement is the spec's original table; every later column arrives as
 # an additive, idempotent migration (ADD COLUMN IF NOT EXISTS), so an old table keeps its rows. Never DROP.
@@ -33,14 +122,33 @@ SCHEMA: tuple[str, ...] = (
     # Server-side time of the prediction (preprocess + model), for the operator's latency figures on Stats.
     """ALTER TABLE predictions ADD COLUMN IF NOT EXISTS inference_ms real
         CONSTRAINT inference_ms_positive CHECK (inference_ms IS NULL OR inference_ms >= 0)""",
+    # "Not a digit": the model's verdict and score (NULL on rows from models without that class), and the user's
+    # answer "Not a digit" (true_label stays NULL then). A constant default adds the column without a table rewrite.
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS is_digit boolean",
+    """ALTER TABLE predictions ADD COLUMN IF NOT EXISTS not_digit_score real
+        CONSTRAINT not_digit_score_0_1 CHECK (not_digit_score IS NULL OR not_digit_score BETWEEN 0 AND 1)""",
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS labelled_not_digit boolean NOT NULL DEFAULT false",
+    # History's filters, newest first, each an index walk that stops after one page (EXPLAIN: Index Scan ... Limit):
+    # by predicted digit; the wrong answers and the right ones, and "not a digit" (partial indexes: only their rows).
+    """CREATE INDEX IF NOT EXISTS predictions_digit_newest_idx
+        ON predictions (predicted_digit, created_at DESC, id DESC)""",
+    f"""CREATE INDEX IF NOT EXISTS predictions_wrong_newest_idx ON predictions (created_at DESC, id DESC)
+        WHERE {WRONG}""",
+    f"""CREATE INDEX IF NOT EXISTS predictions_right_newest_idx ON predictions (created_at DESC, id DESC)
+        WHERE {RIGHT}""",
+    """CREATE INDEX IF NOT EXISTS predictions_not_digit_newest_idx ON predictions (created_at DESC, id DESC)
+        WHERE is_digit = false OR labelled_not_digit""",
+    ROLLUP_FUNCTION,
+    ROLLUP_TABLES,
 )
+
 SCHEMA_LOCK_KEY = 421_950_001  # advisory lock: two processes migrating at once wait for each other
 
 INSERT_SQL = """
     INSERT INTO predictions
         (created_at, predicted_digit, confidence, probabilities, image, model_version, request_id, true_label,
-         inference_ms)
-    VALUES (COALESCE(%s, now()), %s, %s, %s, %s, %s, %s, %s, %s)
+         inference_ms, is_digit, not_digit_score)
+    VALUES (COALESCE(%s, now()), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
     RETURNING id
 """  # ON CONFLICT ... RETURNING: a retried or replayed insert returns the row it already made, never a second one
@@ -49,6 +157,8 @@ INSERT_SQL = """
 LABEL_SQL = """
     UPDATE predictions SET
         true_label = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(label)s ELSE true_label END,
+        labelled_not_digit = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(not_digit)s
+                                  ELSE labelled_not_digit END,
         labelled_at = GREATEST(labelled_at, %(at)s)
     WHERE {key} = %(key)s RETURNING id
 """
@@ -56,7 +166,8 @@ LABEL_BY_ID_SQL = LABEL_SQL.format(key="id")
 LABEL_BY_REQUEST_SQL = LABEL_SQL.format(key="request_id")
 HISTORY_COLUMNS = (
     "id, created_at, predicted_digit, confidence, true_label, probabilities, image, model_version, inference_ms, "
-    "CASE WHEN true_label IS NULL THEN NULL ELSE true_label = predicted_digit END AS correct"
+    "is_digit, not_digit_score, labelled_not_digit, "
+    f"CASE WHEN true_label IS NULL AND NOT labelled_not_digit THEN NULL ELSE {RIGHT} END AS correct"
 )
 
 

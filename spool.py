@@ -6,6 +6,11 @@ db.Database appends a write here when PostgreSQL is down or does not answer in t
 later. Appends and the removal of replayed lines happen under a thread lock and a file lock (`<spool>.lock`), never
 while the database is being talked to, so a hung replay cannot stop a user's write from being kept. Nothing is
 created on disk (not even the lock file) until there is something to keep.
+
+Replicas (several app processes sharing one data folder, e.g. `docker compose up --scale app=3` on one volume) each
+`claim` a spool file of their own: two processes replaying one file could each drop lines the other appended. A
+replica that dies leaves its slot free; the next process to start takes it, or merges it into its own, and replays
+what was left there.
 """
 
 from __future__ import annotations
@@ -18,9 +23,58 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
+SLOTS = 64  # replicas per data folder
+_claimed: dict[Path, tuple[Path, IO[str]]] = {}  # folder -> (this process's spool, its held owner file)
+_claim_lock = threading.Lock()
+
+
+def slot_name(n: int) -> str:
+    return "spool.jsonl" if n == 1 else f"spool-{n}.jsonl"  # slot 1 keeps the single-process name
+
+
+def _try_own(path: Path) -> IO[str] | None:
+    """An exclusive, non-blocking flock on `<spool>.owner`, held while the returned file stays open (the kernel
+    releases it when the process dies, however it dies)."""
+    owner = open(path.with_name(path.name + ".owner"), "a")
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner.close()
+        return None
+    return owner
+
+
+def claim(folder: Path) -> Path:
+    """This process's spool file in `folder`, the same for every caller in the process: the first slot no live
+    process owns. Then any other unowned slot with writes in it (a replica that died and was not replaced) is merged
+    into this one, to be replayed with it."""
+    folder = folder.resolve()
+    with _claim_lock:
+        if folder in _claimed:
+            return _claimed[folder][0]
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(1, SLOTS + 1):
+            owner = _try_own(folder / slot_name(n))
+            if owner is not None:
+                mine = folder / slot_name(n)
+                _claimed[folder] = (mine, owner)
+                break
+        else:
+            raise RuntimeError(f"all {SLOTS} spool slots in {folder} are owned by running processes")
+        for n in range(1, SLOTS + 1):
+            other = folder / slot_name(n)
+            if other != mine and Spool(other).has_writes():
+                adopted = _try_own(other)
+                if adopted is not None:
+                    try:
+                        moved = Spool(mine).absorb(Spool(other))
+                        log.warning("took over %d spooled writes from %s (its process is gone)", moved, other)
+                    finally:
+                        adopted.close()
+        return mine
 
 
 class Spool:
@@ -93,6 +147,23 @@ class Spool:
                 os.fsync(out.fileno())
             tmp.replace(self.path)
             return len(remaining)
+
+    def absorb(self, other: Spool) -> int:
+        """Move every write waiting in `other` to the end of this spool (fsync'd here before it is removed there);
+        returns how many. Their order is kept; replays are idempotent (request ids, label times)."""
+        with other._locked():
+            try:
+                lines = [line for line in other.path.read_text(encoding="utf-8").splitlines(True) if line.strip()]
+            except FileNotFoundError:
+                lines = []
+            if lines:
+                with self._locked():
+                    with open(self.path, "a", encoding="utf-8") as out:
+                        out.writelines(line if line.endswith("\n") else line + "\n" for line in lines)
+                        out.flush()
+                        os.fsync(out.fileno())
+            other.path.unlink(missing_ok=True)
+        return len(lines)
 
     def reject(self, line: str, why: str) -> None:
         """Set aside a write the database refuses (or a torn line) so that it does not block the ones after it."""

@@ -1,0 +1,323 @@
+"""The read side of the predictions log: History (one page at a time), the CSV export (streamed), Stats (from the
+rollup the triggers keep, schema.py) and the labelled rows retraining reads.
+
+    python -c "import db; print(db.Database().get_stats()['total'])"
+
+`Reads` is mixed into `db.Database`, which supplies the connection pool, the bounded waits and the schema check;
+every method here stays on `Database` (its public interface) and is tested through it. Each query's plan at a
+million rows is in the README's benchmark table (`make bench-history`).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg2
+import psycopg2.extras
+
+from schema import (
+    HISTORY_COLUMNS,
+    NOT_A_DIGIT_ANSWER,
+    NUM_CLASSES,
+    RIGHT,
+    WRONG,
+    check_digit,
+)
+
+T = TypeVar("T")
+MAX_PAGE = 10_000
+EXPORT_BATCH = 2_000  # rows per FETCH while exporting: memory stays at one batch, whatever the table holds
+EXPORT_COLUMNS = (
+    "id",
+    "created_at",
+    "predicted_digit",
+    "confidence",
+    "is_digit",
+    "not_digit_score",
+    "true_label",
+    "labelled_not_digit",
+    "correct",
+    "model_version",
+    "inference_ms",
+    "probabilities",
+)
+
+Cursor = tuple[dt.datetime, int]  # (created_at, id) of the last row shown: the next page starts after it
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or did not answer in time (writes are spooled; reads report it)."""
+
+
+def history_filter(
+    digit: int | None, correct: bool | None, not_digit: bool | None, before: Cursor | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (constant text, `%s` parameters) for History's filters. The predicates are written exactly
+    as the partial indexes' (schema.py), which is what lets the planner use them."""
+    where: list[str] = []
+    params: list[Any] = []
+    if digit is not None:
+        where.append("predicted_digit = %s")
+        params.append(check_digit("digit", digit))
+    if correct is True:
+        where.append(f"({RIGHT})")
+    elif correct is False:
+        where.append(f"({WRONG})")
+    if not_digit is True:
+        where.append("(is_digit = false OR labelled_not_digit)")
+    elif not_digit is False:
+        where.append("(is_digit IS DISTINCT FROM false AND NOT labelled_not_digit)")
+    if before is not None:
+        created_at, row_id = before
+        if not isinstance(created_at, dt.datetime) or isinstance(row_id, bool) or not isinstance(row_id, int):
+            raise ValueError("before must be the (created_at, id) of a row History returned.")
+        where.append("(created_at, id) < (%s, %s)")
+        params += [created_at, row_id]
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def percentile(counts: list[tuple[int, int, float]], q: float) -> float | None:
+    """The q-quantile of a latency histogram [(bucket, n, total ms)] sorted by bucket, as PostgreSQL's
+    percentile_cont computes it (interpolating between the values either side of rank q * (n - 1)), each value
+    taken as its bucket's mean."""
+    total = sum(n for _, n, _ in counts)
+    if total <= 0:
+        return None
+    rank = q * (total - 1)
+    below = int(math.floor(rank))
+
+    def value(index: int) -> float:
+        seen = 0
+        for _, n, ms in counts:
+            seen += n
+            if index < seen:
+                return ms / n
+        return counts[-1][2] / counts[-1][1]
+
+    low = value(below)
+    return low + (rank - below) * (value(min(below + 1, total - 1)) - low)
+
+
+class Reads:
+    """History, export, stats and the labelled rows (mixed into `db.Database`)."""
+
+    read_timeout: float
+    _run: Callable[..., Any]
+    _bounded: Callable[..., Any]
+    _ensure_schema_in: Callable[[Any], None]
+    ensure_ready: Callable[[], None]
+    _export_connection: Callable[[], Any]
+
+    def get_prediction_history(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        digit: int | None = None,
+        correct: bool | None = None,
+        not_digit: bool | None = None,
+        before: Cursor | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest first. `digit`: the predicted digit; `correct`: labelled rows the app got right (True) or wrong
+        (False); `not_digit`: rows the model or the user called "not a digit" (True) or neither (False). Pages:
+        pass the last row's (created_at, id) as `before` for the next one (an index walk of one page however deep;
+        `offset` also works but reads every row it skips)."""
+        if not (isinstance(limit, int) and 0 < limit <= MAX_PAGE) or not (isinstance(offset, int) and offset >= 0):
+            raise ValueError(f"limit must be 1-{MAX_PAGE} and offset >= 0.")
+        where, params = history_filter(digit, correct, not_digit, before)
+        # The column list and the filters are constants from schema.py; values only travel as parameters.
+        sql = f"SELECT {HISTORY_COLUMNS} FROM predictions{where} ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
+        params += [limit, offset]
+
+        def read(cur: Any) -> list[dict[str, Any]]:
+            self._ensure_schema_in(cur)
+            cur.execute(sql, params)
+            rows = [dict(r) for r in cur.fetchall()]
+            for r in rows:
+                r["image"] = bytes(r["image"]) if r["image"] is not None else None
+            return rows
+
+        return self._bounded(lambda: self._run(read), self.read_timeout)
+
+    def export_csv(
+        self, digit: int | None = None, correct: bool | None = None, not_digit: bool | None = None
+    ) -> Iterator[bytes]:
+        """The whole log (with History's filters) as CSV, newest first, in chunks of `EXPORT_BATCH` rows read through
+        a server-side cursor on a connection of its own: any size, in constant memory, without holding a pool slot
+        for the download's duration. Images are left out (they are in History, and would make the file ~10x). It never
+        migrates or replays the spool (the page's handle does): before the first prediction it is just the header."""
+        where, params = history_filter(digit, correct, not_digit, None)
+        columns = HISTORY_COLUMNS.replace("image, ", "")
+        sql = f"SELECT {columns} FROM predictions{where} ORDER BY created_at DESC, id DESC"
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(EXPORT_COLUMNS)
+        try:
+            conn = self._export_connection()
+        except psycopg2.OperationalError as exc:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        try:
+            with conn:
+                with conn.cursor() as check:
+                    check.execute("SELECT to_regclass('predictions') IS NOT NULL")
+                    ready = check.fetchone()[0]
+                with conn.cursor(name="export", cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                    cur.itersize = EXPORT_BATCH
+                    if not ready:  # nothing logged yet, not even the table
+                        yield buffer.getvalue().encode()
+                        return
+                    cur.execute(sql, params)
+                    for n, row in enumerate(cur, start=1):
+                        writer.writerow(_csv_row(row))
+                        if n % EXPORT_BATCH == 0:
+                            yield buffer.getvalue().encode()
+                            buffer.seek(0)
+                            buffer.truncate()
+            yield buffer.getvalue().encode()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise DatabaseUnavailable(f"the database went away during the export: {exc}") from exc
+        finally:
+            conn.close()
+
+    def count_labelled(self) -> int:
+        """How many predictions carry a user's answer (a digit or "not a digit") and the image the model saw (what
+        retraining can use)."""
+
+        def read(cur: Any) -> int:
+            self._ensure_schema_in(cur)
+            cur.execute(
+                "SELECT count(*) AS n FROM predictions "
+                "WHERE (true_label IS NOT NULL OR labelled_not_digit) AND image IS NOT NULL"
+            )
+            return int(cur.fetchone()["n"])
+
+        return self._bounded(lambda: self._run(read), self.read_timeout)
+
+    def iter_labelled(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every labelled prediction with its image, oldest first, streamed through a server-side cursor: the rows
+        arrive `batch_size` at a time, so a large table never sits in memory. `true_label` is None and `not_digit`
+        True where the user answered "Not a digit". Raises DatabaseUnavailable if the database cannot be reached (or
+        drops the connection mid-stream)."""
+        self.ensure_ready()
+        try:
+            with self._connection() as conn:  # type: ignore[attr-defined]
+                with conn:  # a named cursor lives inside one transaction
+                    with conn.cursor(name="labelled_rows", cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                        cur.itersize = batch_size
+                        cur.execute(
+                            "SELECT id, created_at, predicted_digit, true_label, labelled_not_digit AS not_digit, "
+                            "image, model_version FROM predictions "
+                            "WHERE (true_label IS NOT NULL OR labelled_not_digit) AND image IS NOT NULL ORDER BY id"
+                        )
+                        for row in cur:
+                            yield {**row, "image": bytes(row["image"])}
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise DatabaseUnavailable(f"the database is unreachable: {exc}") from exc
+
+    def get_stats(self, days: int = 30) -> dict[str, Any]:
+        """Totals, accuracy on digit feedback (overall and per true digit), confusion counts, "not a digit" counts,
+        and daily volume and server time for the last `days` days (UTC). Read from the rollup tables, so the cost
+        does not grow with the predictions table (server-time percentiles: see schema.LATENCY_BUCKET)."""
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= 3660:
+            raise ValueError("days must be a whole number from 1 to 3660.")
+
+        def read(cur: Any) -> dict[str, Any]:
+            self._ensure_schema_in(cur)
+            cur.execute(
+                "SELECT predicted_digit, answer, flagged, sum(n)::bigint AS n FROM prediction_counts "
+                "GROUP BY 1, 2, 3 HAVING sum(n) <> 0"
+            )
+            cells = [dict(r) for r in cur.fetchall()]
+            cur.execute(
+                "SELECT day, sum(n)::bigint AS predictions, (sum(n) FILTER (WHERE answer >= 0))::bigint AS labelled, "
+                "(sum(n) FILTER (WHERE (answer = predicted_digit AND NOT flagged) OR (answer = %s AND flagged)))"
+                "::bigint AS correct FROM prediction_counts WHERE day > (now() AT TIME ZONE 'UTC')::date - %s "
+                "GROUP BY day HAVING sum(n) <> 0 ORDER BY day",
+                (NOT_A_DIGIT_ANSWER, days),
+            )
+            daily = [dict(r) for r in cur.fetchall()]
+            cur.execute(
+                "SELECT day, bucket, n, total_ms FROM prediction_latency WHERE n > 0 "
+                "AND day > (now() AT TIME ZONE 'UTC')::date - %s ORDER BY day, bucket",
+                (days,),
+            )
+            latency: dict[dt.date, list[tuple[int, int, float]]] = {}
+            for r in cur.fetchall():
+                latency.setdefault(r["day"], []).append((int(r["bucket"]), int(r["n"]), float(r["total_ms"])))
+            return {"cells": cells, "daily": daily, "latency": latency}
+
+        raw = self._bounded(lambda: self._run(read), self.read_timeout)
+        return summarise(raw["cells"], raw["daily"], raw["latency"])
+
+
+def summarise(
+    cells: list[dict[str, Any]],
+    daily_rows: list[dict[str, Any]],
+    latency: dict[dt.date, list[tuple[int, int, float]]],
+) -> dict[str, Any]:
+    """Stats from the rollup's cells {predicted_digit, answer (-1 none, 0-9, 10 not a digit), flagged, n}."""
+    confusion = [[0] * NUM_CLASSES for _ in range(NUM_CLASSES)]
+    right = [0] * NUM_CLASSES  # answered with the user's digit (a "not a digit" call on a digit is not right)
+    total = 0
+    not_digit = {"flagged": 0, "said_not_digit": 0, "agreed": 0, "missed": 0, "false_alarms": 0}
+    for cell in cells:
+        digit, answer, flagged, n = cell["predicted_digit"], cell["answer"], cell["flagged"], int(cell["n"])
+        total += n
+        not_digit["flagged"] += n if flagged else 0
+        if answer == NOT_A_DIGIT_ANSWER:
+            not_digit["said_not_digit"] += n
+            not_digit["agreed" if flagged else "missed"] += n
+        elif answer >= 0:
+            confusion[answer][digit] += n  # the model's best digit, even where it said "not a digit"
+            right[answer] += n if answer == digit and not flagged else 0
+            not_digit["false_alarms"] += n if flagged else 0
+    labelled, correct = sum(map(sum, confusion)), sum(right)
+    per_digit = {}
+    for d in range(NUM_CLASSES):
+        n = sum(confusion[d])
+        per_digit[d] = {"labelled": n, "correct": right[d], "accuracy": right[d] / n if n else None}
+    daily = []
+    for row in daily_rows:
+        day = row["day"]
+        counts = latency.get(day, [])
+        daily.append(
+            {
+                # midnight UTC, as an aware timestamp (what date_trunc gave the page before)
+                "day": dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc),
+                "predictions": int(row["predictions"]),
+                "labelled": int(row["labelled"] or 0),
+                "correct": int(row["correct"] or 0),
+                "inference_p50_ms": _round(percentile(counts, 0.5)),
+                "inference_p95_ms": _round(percentile(counts, 0.95)),
+            }
+        )
+    return {
+        "total": total,
+        "confusion": confusion,
+        "daily": daily,
+        "labelled": labelled,
+        "correct": correct,
+        "accuracy": correct / labelled if labelled else None,
+        "per_digit": per_digit,
+        "not_digit": not_digit,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, 2)
+
+
+def _csv_row(row: dict[str, Any]) -> list[Any]:
+    values = []
+    for column in EXPORT_COLUMNS:
+        value = row[column]
+        if isinstance(value, dt.datetime):
+            value = value.isoformat()
+        elif isinstance(value, list):
+            value = " ".join(f"{p:.6g}" for p in value)
+        values.append("" if value is None else value)
+    return values
