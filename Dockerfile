@@ -26,7 +26,7 @@ RUN groupadd --gid 10001 app \
 
 # Runtime files only (.dockerignore keeps the rest out of the build context).
 COPY .streamlit/ .streamlit/
-COPY app.py utils.py db.py schema.py spool.py ./
+COPY server.py app.py utils.py db.py reads.py schema.py spool.py ./
 COPY components/ components/
 COPY models/model.pth models/model.pth
 
@@ -35,4 +35,4 @@ EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).status != 200)"]
 
-CMD ["streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0"]
+CMD ["streamlit", "run", "server.py", "--server.port=8501", "--server.address=0.0.0.0"]

@@ -11,7 +11,7 @@ SOURCES := *.py tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help install run test lint format typecheck train evaluate experiments promote rollback retrain retrain-drill \
-	mlflow loadtest bench data up down logs clean
+	mlflow loadtest bench bench-history data up down logs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,7 +26,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP) ## Create .venv and install pinned runtime + dev requirements (idempotent)
 
 run: install ## Start the app at http://localhost:$(PORT) (embedded PostgreSQL unless DATABASE_URL/POSTGRES_HOST is set)
-	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run app.py --server.port $(PORT)
+	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run server.py --server.port $(PORT)
 
 test: install lint typecheck ## Lint, typecheck and run every test (what CI runs)
 	$(PY) -m pytest
@@ -73,11 +73,15 @@ mlflow: install ## The MLflow UI over the tracking store on http://127.0.0.1:500
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
 		--backend-store-uri "$$($(PY) -c 'import registry; print(registry.tracking_uri())')"
 
-loadtest: install ## Many users at once: USERS (24) x PREDICTIONS (5) in Chromium; URL=... to drive a running app
-	$(PY) tests/loadtest.py --users $(or $(USERS),24) --predictions $(or $(PREDICTIONS),5) $(if $(URL),--url $(URL))
+loadtest: install ## USERS (24) x PREDICTIONS (5) in Chromium; REPLICAS=N behind Caddy, KILL_AFTER=S kills one
+	$(PY) tests/loadtest.py --users $(or $(USERS),24) --predictions $(or $(PREDICTIONS),5) $(if $(URL),--url $(URL)) \
+		$(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(KILL_AFTER),--kill-after $(KILL_AFTER))
 
 bench: install ## Benchmarks: inference latency, database writes/reads, page response (figures for the README)
 	$(PY) tests/benchmark.py
+
+bench-history: install ## History/Stats/insert on ROWS (1,000,000) predictions in a throwaway database, with plans
+	$(PY) tests/bench_history.py --rows $(or $(ROWS),1000000) --plans
 
 data: install ## Place the MNIST files from MNIST_DIR into data/MNIST/raw/ (offline machines)
 	@test -n "$(MNIST_DIR)" || { echo "Set MNIST_DIR to a folder with the four MNIST IDX files (.gz or not)"; exit 1; }

@@ -145,7 +145,7 @@ def bench_page(draws: int = 20) -> dict[str, Any]:
         env = {"DATABASE_URL": dsn, "SPOOL_PATH": str(Path(tmp) / "spool.jsonl"), "MODEL_PATH": ""}
         try:
             with (
-                browser.running_app(env, os.environ.get("BENCH_APP", "app.py")) as app_url,
+                browser.running_app(env, os.environ.get("BENCH_APP", "server.py")) as app_url,
                 browser.running_app(env, "tests/bench_page.py") as trivial_url,
             ):
                 with sync_playwright() as p:

@@ -75,9 +75,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(env: dict[str, str], script: str = "app.py") -> Iterator[str]:
-    """Start `streamlit run script` on a free port; yield its URL once /_stcore/health answers."""
-    port = free_port()
+def running_app(env: dict[str, str], script: str = "server.py", port: int | None = None) -> Iterator[str]:
+    """Start `streamlit run script` (the page and its export route, as the image runs it) on `port` (default: a free
+    one); yield its URL once /_stcore/health answers."""
+    port = port or free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / f"streamlit-{port}.log", "w")
     process = subprocess.Popen(

@@ -4,9 +4,12 @@ strokes, predicting R times and labelling some, against the app on loopback.
     make loadtest                                # 24 users x 5 predictions against a fresh local app + database
     python tests/loadtest.py --users 8 --predictions 3
     python tests/loadtest.py --url http://127.0.0.1:8501 --database-url postgresql://...   # an app already running
+    python tests/loadtest.py --replicas 2 --kill-after 20   # = make loadtest REPLICAS=2 KILL_AFTER=20: through Caddy
 
 Without --url it starts the app (the real server, the shipped model) on a free loopback port against a throwaway
-database and stops both at the end, so it can also report the server's memory and CPU. Every request goes to
+database and stops both at the end, so it can also report the server's memory and CPU. With --replicas N it starts
+N of them behind Caddy (tests/replicas.py) and drives the proxy; --kill-after kills replica 1 mid-run (its users
+reload and go on on another replica) and starts it again --down-for seconds later. Every request goes to
 127.0.0.1; the run is bounded by --deadline seconds. Prints one report and writes test-artifacts/loadtest.json.
 """
 
@@ -18,6 +21,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -32,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import browser  # noqa: E402
 import pg  # noqa: E402
+import replicas  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # After the sessions close: Streamlit keeps a disconnected session for server.disconnectedSessionTTL (30 s in
@@ -85,59 +90,98 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def user(chromium: Any, url: str, number: int, predictions: int, label_every: int, out: dict[str, Any]) -> None:
-    """One person: open the page, then draw, Predict, (sometimes) label, Clear, R times."""
+async def draw_and_predict(page: Any, rng: random.Random, out: dict[str, Any]) -> tuple[str, float] | None:
+    """Draw a digit and press Predict until an answer shows (a stroke the busy browser lost is drawn again, as a
+    person would); (the answer, click-to-answer ms), or None."""
+    canvas = page.locator("canvas.upper-canvas").first
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Prediction").first
+    nothing_drawn = page.get_by_text("Draw a digit first")
+    for attempt in range(3):
+        box = await canvas.bounding_box()
+        assert box is not None
+        digit = rng.choice(list(browser.DIGITS))
+        dx, dy = rng.uniform(-20, 20), rng.uniform(-15, 15)
+        for stroke in browser.DIGITS[digit]:
+            points = browser.interpolate([(x + dx, y + dy) for x, y in stroke])
+            await page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
+            await page.mouse.down()
+            for x, y in points[1:]:
+                await page.mouse.move(box["x"] + x, box["y"] + y)
+            await page.mouse.up()
+        await page.wait_for_timeout(300)  # the canvas sends its image on pointer up
+        started = time.perf_counter()
+        await page.get_by_role("button", name="Predict", exact=True).first.click()
+        if attempt:  # the last attempt's warning goes when this Predict's answer (or a new warning) comes
+            with contextlib.suppress(Exception):
+                await nothing_drawn.wait_for(state="detached", timeout=10_000)
+        try:
+            await metric.or_(nothing_drawn).first.wait_for(timeout=30_000)
+        except Exception:
+            return None
+        if await metric.count():
+            answer = (await metric.locator('[data-testid="stMetricValue"]').inner_text()).strip()
+            return answer, (time.perf_counter() - started) * 1000
+        out["redrawn"] += 1
+    return None
+
+
+async def user(
+    chromium: Any,
+    url: str,
+    number: int,
+    predictions: int,
+    label_every: int,
+    out: dict[str, Any],
+    recover: bool = False,
+    cookies: list[dict[str, str]] | None = None,
+) -> None:
+    """One person: open the page, then draw, Predict, (sometimes) label, Clear, R times. With `recover`, a page whose
+    server went away is reloaded and the prediction tried again (up to 3 times), as a person would."""
     rng = random.Random(number)
     context = await chromium.new_context(viewport={"width": 1280, "height": 800})
+    if cookies:  # --spread: user n starts pinned to replica n mod N
+        await context.add_cookies([cookies[number % len(cookies)]])
     page = await context.new_page()
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="Prediction").first
     try:
         await page.goto(url, timeout=60_000)
-        canvas = page.locator("canvas.upper-canvas").first
-        await canvas.wait_for(state="visible", timeout=60_000)
+        await page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=60_000)
         for i in range(predictions):
-            metric = page.locator('[data-testid="stMetric"]').filter(has_text="Prediction").first
-            nothing_drawn = page.get_by_text("Draw a digit first")
-            for attempt in range(3):  # a stroke the busy browser lost is drawn again, as a person would
-                box = await canvas.bounding_box()
-                assert box is not None
-                digit = rng.choice(list(browser.DIGITS))
-                dx, dy = rng.uniform(-20, 20), rng.uniform(-15, 15)
-                for stroke in browser.DIGITS[digit]:
-                    points = browser.interpolate([(x + dx, y + dy) for x, y in stroke])
-                    await page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
-                    await page.mouse.down()
-                    for x, y in points[1:]:
-                        await page.mouse.move(box["x"] + x, box["y"] + y)
-                    await page.mouse.up()
-                await page.wait_for_timeout(300)  # the canvas sends its image on pointer up
-                started = time.perf_counter()
-                await page.get_by_role("button", name="Predict", exact=True).first.click()
-                if attempt:  # the last attempt's warning goes when this Predict's answer (or a new warning) comes
-                    with contextlib.suppress(Exception):
-                        await nothing_drawn.wait_for(state="detached", timeout=10_000)
+            for attempt in range(3 if recover else 1):
+                answered = False
                 try:
-                    await metric.or_(nothing_drawn).first.wait_for(timeout=30_000)
+                    shown = await draw_and_predict(page, rng, out)
+                    if shown is None:
+                        raise TimeoutError("no answer")
+                    answer, latency = shown
+                    out["latencies"].append(latency)
+                    out["answered"] += 1
+                    answered = True
+                    if label_every and i % label_every == 0:
+                        await page.get_by_role("button", name=f"Yes, it's {answer}").click(timeout=30_000)
+                        saved = page.get_by_text("Thanks! Saved true label")
+                        await saved.wait_for(timeout=30_000)
+                        out["labelled"] += 1
+                        found = re.search(r"prediction #(\d+)", await saved.inner_text())
+                        if found:  # the row the page says it saved: checked against the database afterwards
+                            out["confirmed"].append((int(found.group(1)), int(answer)))
+                    await page.get_by_role("button", name="Clear").click()
+                    await metric.wait_for(state="detached", timeout=30_000)
+                    await page.get_by_text("Draw a digit, then press Predict").wait_for(timeout=30_000)
+                    await page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=30_000)
+                    await page.wait_for_timeout(500)  # the new canvas finishes mounting before the next stroke
+                    break
                 except Exception:
-                    break
-                if await metric.count():
-                    break
-                out["redrawn"] += 1
-            if not await metric.count():
-                out["failed"] += 1
-                continue
-            out["latencies"].append((time.perf_counter() - started) * 1000)
-            out["answered"] += 1
-            answer = (await metric.locator('[data-testid="stMetricValue"]').inner_text()).strip()
-            if label_every and i % label_every == 0:
-                await page.get_by_role("button", name=f"Yes, it's {answer}").click(timeout=30_000)
-                await page.get_by_text("Thanks! Saved true label").wait_for(timeout=30_000)
-                out["labelled"] += 1
-            await page.get_by_role("button", name="Clear").click()
-            await metric.wait_for(state="detached", timeout=30_000)
-            await page.get_by_text("Draw a digit, then press Predict").wait_for(timeout=30_000)
-            canvas = page.locator("canvas.upper-canvas").first
-            await canvas.wait_for(state="visible", timeout=30_000)
-            await page.wait_for_timeout(500)  # the new canvas finishes mounting before the next stroke
+                    if not recover or attempt == 2:
+                        if not recover:
+                            out["failed"] += 1
+                            break
+                        raise
+                    out["reloaded"] += 1  # its server went away: reload (the proxy sends it to another replica)
+                    await page.goto(url, timeout=60_000)
+                    await page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=60_000)
+                    if answered:  # it was shown (and so stored): not predicted again
+                        break
     except Exception as exc:  # one user's trouble is reported, not fatal to the run
         out["errors"].append(f"user {number}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
     finally:
@@ -145,20 +189,36 @@ async def user(chromium: Any, url: str, number: int, predictions: int, label_eve
 
 
 async def drive(
-    url: str, users: int, predictions: int, label_every: int, ramp: float, server_pid: int | None
+    url: str,
+    users: int,
+    predictions: int,
+    label_every: int,
+    ramp: float,
+    server_pid: int | None,
+    recover: bool = False,
+    cookies: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     path = browser.chromium_path()
     if path is None:
         raise SystemExit("Chromium not found: apt-get install chromium (or set CHROMIUM_PATH)")
-    out: dict[str, Any] = {"latencies": [], "answered": 0, "failed": 0, "redrawn": 0, "labelled": 0, "errors": []}
+    out: dict[str, Any] = {
+        "latencies": [],
+        "answered": 0,
+        "failed": 0,
+        "redrawn": 0,
+        "labelled": 0,
+        "reloaded": 0,
+        "confirmed": [],
+        "errors": [],
+    }
     async with async_playwright() as p:
         chromium = await p.chromium.launch(executable_path=path, args=browser.CHROMIUM_ARGS)
 
         async def start(n: int) -> None:
             await asyncio.sleep(n * ramp)  # people arrive over a few seconds, not in one instant
-            await user(chromium, url, n, predictions, label_every, out)
+            await user(chromium, url, n, predictions, label_every, out, recover, cookies)
 
         warm = await chromium.new_context()  # the first visit loads the model: not part of anybody's wait
         warm_page = await warm.new_page()
@@ -170,6 +230,21 @@ async def drive(
         out["browser_cpu"] = cpu_seconds(descendants(os.getpid(), server_pid))  # before the browser exits
         await chromium.close()
     return out
+
+
+def confirmed_rows(dsn: str, confirmed: list[tuple[int, int]]) -> int:
+    """How many of the (id, label) pairs the pages said they saved are in the table with that label."""
+    if not confirmed:
+        return 0
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM predictions p JOIN unnest(%s::bigint[], %s::smallint[]) AS c(id, label) "
+            "ON p.id = c.id AND p.true_label = c.label",
+            ([i for i, _ in confirmed], [label for _, label in confirmed]),
+        )
+        (found,) = cur.fetchone()  # type: ignore[misc]
+    conn.close()
+    return int(found)
 
 
 def database_figures(dsn: str, since: float) -> dict[str, Any]:
@@ -202,6 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="drive this app instead of starting one (loopback only)")
     parser.add_argument("--database-url", help="with --url: the app's database, to count rows and server times")
     parser.add_argument("--deadline", type=float, default=600, help="give up after this many seconds")
+    parser.add_argument("--replicas", type=int, default=0, help="N app processes behind Caddy (0: one app, no proxy)")
+    parser.add_argument("--kill-after", type=float, default=0, help="with --replicas: kill replica 1 after S seconds")
+    parser.add_argument("--down-for", type=float, default=10, help="seconds the killed replica stays down")
+    parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="with --replicas: pin users to replicas in turn (small runs), not at random",
+    )
     args = parser.parse_args(argv)
     if args.url and not args.url.startswith(("http://127.", "http://localhost", "https://127.", "https://localhost")):
         raise SystemExit("the load test only talks to this machine (127.0.0.1 or localhost)")
@@ -209,9 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"users": args.users, "predictions_per_user": args.predictions}
     with tempfile.TemporaryDirectory() as tmp:
         admin = dsn = None
+        cluster: replicas.Cluster | None = None
         if args.url:
             url, server_pid, dsn = args.url, None, args.database_url
             context: Any = None
+        elif args.replicas:
+            admin = pg.admin_dsn(Path(tmp))
+            dsn = pg.create_database(admin, prefix="mnist_load")
+            cluster = context = replicas.Cluster(args.replicas, {"DATABASE_URL": dsn, "MODEL_PATH": ""}, Path(tmp))
+            url, server_pid = context.__enter__().url, None
         else:
             admin = pg.admin_dsn(Path(tmp))
             dsn = pg.create_database(admin, prefix="mnist_load")
@@ -230,14 +319,33 @@ def main(argv: list[str] | None = None) -> int:
                     while True:
                         if server_pid:
                             rss.append(rss_mb(server_pid))
+                        if cluster is not None:
+                            cluster.sample()
                         await asyncio.sleep(0.5)
 
+                async def kill_one() -> None:
+                    assert cluster is not None
+                    await asyncio.sleep(args.kill_after)
+                    cluster.kill(0)
+                    print(f"killed replica 1 (port {cluster.ports[0]}) at {args.kill_after:.0f} s", flush=True)
+                    await asyncio.sleep(args.down_for)
+                    await asyncio.to_thread(cluster.restart, 0)
+                    print("replica 1 is back", flush=True)
+
                 sampler = asyncio.ensure_future(sample())
+                killer = asyncio.ensure_future(kill_one()) if cluster is not None and args.kill_after else None
                 try:
-                    return await asyncio.wait_for(
-                        drive(url, args.users, args.predictions, args.label_every, args.ramp, server_pid),
+                    result = await asyncio.wait_for(
+                        drive(
+                            url, args.users, args.predictions, args.label_every, args.ramp, server_pid,
+                            recover=killer is not None,
+                            cookies=cluster.sticky_cookies() if cluster is not None and args.spread else None,
+                        ),
                         args.deadline,
-                    )
+                    )  # fmt: skip
+                    if killer is not None:
+                        await killer  # the killed replica is back (and has replayed its spool) before counting
+                    return result
                 finally:
                     sampler.cancel()
 
@@ -267,9 +375,23 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 errors=out["errors"],
             )
+            if cluster is not None:
+                cluster.sample()
+                report["replicas"] = {
+                    "count": args.replicas,
+                    "peak_connections": {f"replica {i + 1}": cluster.peak[p] for i, p in enumerate(cluster.ports)},
+                    "server_cpu_seconds": {f"replica {i + 1}": cluster.cpu_seconds(i) for i in range(args.replicas)},
+                    "connections_at_kill": {
+                        f"replica {i + 1}": cluster.at_kill.get(p, 0) for i, p in enumerate(cluster.ports)
+                    },
+                    "killed": bool(cluster.kills),
+                    "pages_reloaded": out["reloaded"],
+                }
             if dsn:
-                time.sleep(1.0)  # the last writes of the last users
+                time.sleep(3.0)  # the last writes of the last users, and a spool replay
                 report["database"] = database_figures(dsn, since)
+                report["database"]["confirmed_ids"] = len(out["confirmed"])
+                report["database"]["confirmed_ids_found"] = confirmed_rows(dsn, out["confirmed"])
         finally:
             if context is not None:
                 context.__exit__(None, None, None)
@@ -280,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     if db_figures:
         ok = db_figures["rows"] == report["answered"] == db_figures["distinct_requests"]
         print(f"rows == predictions answered, no duplicates: {'yes' if ok else 'NO'}")
+        found = db_figures["confirmed_ids_found"] == db_figures["confirmed_ids"]
+        print(f"every row a page said it saved is there, with its label: {'yes' if found else 'NO'}")
     browser.ARTIFACTS.mkdir(exist_ok=True)
     (browser.ARTIFACTS / "loadtest.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0 if report["success_percent"] == 100.0 and not report["errors"] else 1

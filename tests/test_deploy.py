@@ -53,16 +53,20 @@ def test_app_waits_for_a_healthy_database_and_takes_credentials_from_env() -> No
     app = compose()["services"]["app"]
     assert app["depends_on"]["db"]["condition"] == "service_healthy"
     assert app["restart"] == "unless-stopped"
-    assert any(p.endswith(":8501:8501") for p in app["ports"])
+    assert app["expose"] == ["8501"], "reached through Caddy only"
     for key, value in {**app["environment"], **compose()["services"]["db"]["environment"]}.items():
         if "PASSWORD" in key:
             assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?.*\}", value), f"{key} must come from .env"
 
 
-def test_https_proxy_is_an_optional_profile_on_80_and_443() -> None:
-    caddy = compose()["services"]["caddy"]
-    assert caddy["profiles"] == ["https"]
+def test_caddy_is_the_only_door_and_the_app_scales() -> None:
+    services = compose()["services"]
+    caddy, app = services["caddy"], services["app"]
     assert set(caddy["ports"]) == {"80:80", "443:443"}
+    assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"], "the Caddyfile the replica test runs"
+    assert caddy["environment"]["APP_UPSTREAMS"] == "dns", "every replica of `app`, found by DNS"
+    assert "ports" not in app and "container_name" not in app, "a published port or a fixed name stops --scale"
+    assert app["environment"]["SPOOL_DIR"] == "/app/data", "each replica claims its own spool in the volume"
 
 
 def test_image_runs_as_non_root_with_a_healthcheck_and_cpu_torch() -> None:
@@ -116,7 +120,7 @@ def test_image_copies_every_project_module_the_app_imports() -> None:
     fail at `docker run`, which nothing here can do)."""
     copied = set(" ".join(re.findall(r"^COPY (.+) \S+$", dockerfile(), flags=re.M)).split())
     project = {path.stem for path in ROOT.glob("*.py")}
-    needed, frontier = set(), {"app"}
+    needed, frontier = set(), {"server", "app"}
     while frontier:
         module = frontier.pop()
         needed.add(module)

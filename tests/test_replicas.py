@@ -1,0 +1,56 @@
+"""Two app processes behind Caddy (the repository's Caddyfile), driven through the proxy by the load test, with one
+replica killed mid-run and started again: the small version of `make loadtest REPLICAS=2 KILL_AFTER=20`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import browser
+import replicas
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def drill(admin_dsn: str) -> dict:
+    if replicas.caddy_path() is None or browser.chromium_path() is None:
+        pytest.skip("caddy and chromium are needed (apt-get install caddy chromium)")
+    report_path = browser.ARTIFACTS / "loadtest.json"
+    report_path.unlink(missing_ok=True)
+    args = ["--replicas", "2", "--users", "6", "--predictions", "3", "--kill-after", "12", "--down-for", "5"]
+    done = subprocess.run(
+        [sys.executable, "tests/loadtest.py", *args, "--spread", "--deadline", "400"],
+        cwd=ROOT,
+        env={**os.environ, "TEST_DATABASE_URL": admin_dsn},
+        capture_output=True,
+        text=True,
+        timeout=500,
+    )
+    assert report_path.is_file(), done.stdout[-2000:] + done.stderr[-2000:]
+    return {"code": done.returncode, **json.loads(report_path.read_text())}
+
+
+def test_every_user_is_answered_through_the_proxy(drill: dict) -> None:
+    assert drill["errors"] == []
+    assert drill["answered"] == drill["attempted"] == 18
+    assert drill["code"] == 0
+
+
+def test_both_replicas_served_users_and_the_killed_one_had_some(drill: dict) -> None:
+    served = drill["replicas"]
+    assert served["killed"]
+    assert all(seconds > 0.5 for seconds in served["server_cpu_seconds"].values()), served
+    assert served["connections_at_kill"]["replica 1"] > 0, "the kill hit a replica with users on it"
+
+
+def test_every_prediction_is_stored_exactly_once_and_nothing_shown_is_lost(drill: dict) -> None:
+    stored = drill["database"]
+    assert stored["rows"] == stored["distinct_requests"], "no prediction stored twice"
+    assert stored["rows"] >= drill["answered"], "every answer a user saw has its row"
+    assert stored["confirmed_ids_found"] == stored["confirmed_ids"] > 0, "each row a page said it saved, labelled"
