@@ -106,30 +106,51 @@ STYLES: dict[str, tuple[int, list[Stroke]]] = {
 }
 
 
-def draw_style(style: str, rng: np.random.Generator) -> np.ndarray:
-    """One drawing of `style` as the canvas returns it: (280, 280, 4) uint8 RGBA, white strokes on black."""
-    _, strokes = STYLES[style]
-    image = Image.new("L", (CANVAS, CANVAS), 0)
-    pen = ImageDraw.Draw(image)
-    height = rng.uniform(110, 240)
-    width = height * rng.uniform(0.6, 0.8)
-    left, top = rng.uniform(8, CANVAS - 8 - width), rng.uniform(8, CANVAS - 8 - height)
-    slant = math.radians(rng.uniform(-12, 12))
-    pen_width = int(rng.choice([12, 16, 20, 24, 28]))
+def pen_drawing(
+    strokes: list[Stroke],
+    rng: np.random.Generator,
+    aspect: tuple[float, float] = (0.6, 0.8),
+    height: tuple[float, float] = (110, 240),
+    wobble: float = 0.03,
+    max_slant_deg: float = 12.0,
+    pen_widths: tuple[int, ...] = (12, 16, 20, 24, 28),
+    image: Image.Image | None = None,
+) -> np.ndarray:
+    """`strokes` (unit box) drawn as a person draws on the canvas: a random size and place, a slant, a pen width and
+    a wobble on every point. (280, 280, 4) uint8 RGBA, white strokes on black; `image` adds to an existing drawing."""
+    canvas = image if image is not None else Image.new("L", (CANVAS, CANVAS), 0)
+    pen = ImageDraw.Draw(canvas)
+    tall = rng.uniform(*height)
+    ratio = rng.uniform(*aspect)
+    tall = min(tall, (CANVAS - 16) / max(ratio, 1e-6))  # wide shapes: keep the whole box on the canvas
+    width = tall * ratio
+    left, top = rng.uniform(8, CANVAS - 8 - width), rng.uniform(8, CANVAS - 8 - tall)
+    slant = math.radians(rng.uniform(-max_slant_deg, max_slant_deg))
+    pen_width = int(rng.choice(pen_widths))
     for stroke in strokes:
         points = []
         for x, y in stroke:
-            x, y = x + rng.normal(0, 0.03) - 0.5, y + rng.normal(0, 0.03) - 0.5  # wobble, about the box centre
+            x, y = x + rng.normal(0, wobble) - 0.5, y + rng.normal(0, wobble) - 0.5  # wobble, about the box centre
             x, y = x * math.cos(slant) - y * math.sin(slant), x * math.sin(slant) + y * math.cos(slant)
-            points.append((left + (x + 0.5) * width, top + (y + 0.5) * height))
+            points.append((left + (x + 0.5) * width, top + (y + 0.5) * tall))
         pen.line(points, fill=255, width=pen_width, joint="curve")
-        for px, py in (points[0], points[-1]):  # round pen ends
+        for px, py in (points[0], points[-1]) if len(points) > 1 else points:  # round pen ends (a dot if alone)
             r = pen_width / 2
             pen.ellipse([px - r, py - r, px + r, py + r], fill=255)
+    return as_canvas(canvas)
+
+
+def as_canvas(image: Image.Image) -> np.ndarray:
+    """An "L" image of white strokes on black as the canvas sends it: (280, 280, 4) uint8 RGBA, opaque."""
     rgba = np.zeros((CANVAS, CANVAS, 4), dtype=np.uint8)
     rgba[..., :3] = np.asarray(image)[..., None]
     rgba[..., 3] = 255
     return rgba
+
+
+def draw_style(style: str, rng: np.random.Generator) -> np.ndarray:
+    """One drawing of `style` as the canvas returns it: (280, 280, 4) uint8 RGBA, white strokes on black."""
+    return pen_drawing(STYLES[style][1], rng)
 
 
 def style_accuracy(model: torch.nn.Module, style: str, count: int, seed: int) -> float:

@@ -75,3 +75,25 @@ def plot_experiments(curves: dict[str, dict[str, list[tuple[int, float]]]], path
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_not_digit(curve: list[tuple[float, float, float]], chosen: tuple[float, float], path: Path) -> None:
+    """The not-a-digit trade-off on validation: non-digits flagged against digits kept, one point per threshold,
+    with the chosen threshold marked (`curve`: (threshold, digits kept, non-digits flagged); `chosen`: kept, flagged).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.plot([k for _, k, _ in curve], [f for _, _, f in curve], marker=".", markersize=3, label="thresholds")
+    ax.plot([chosen[0]], [chosen[1]], "o", color="crimson", markersize=9, label="chosen")
+    ax.annotate(f"kept {chosen[0]:.2%}\nflagged {chosen[1]:.2%}", chosen, textcoords="offset points", xytext=(-90, -40))
+    ax.set(
+        xlabel="validation digits kept (plain and canvas-drawn)",
+        ylabel="validation non-digits flagged",
+        title='"Not a digit": the trade-off the threshold picks from',
+        xlim=(0.98, 1.0005),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -32,7 +32,7 @@ import db
 import train
 from dataset import Split, load_mnist, split_validation
 from registry import Run
-from utils import IMAGE_SIZE, load_checkpoint
+from utils import CLASSES, IMAGE_SIZE, NOT_DIGIT, load_checkpoint
 
 HOLDOUT_FRACTION = 0.2
 
@@ -63,6 +63,17 @@ def to_split(pixels: list[np.ndarray], labels: list[int]) -> Split:
         torch.from_numpy(np.stack(pixels)).float().div_(255.0).unsqueeze(1) if pixels else torch.zeros(0, 1, 28, 28)
     )
     return Split(images, torch.tensor(labels, dtype=torch.long))
+
+
+def drop_not_digit(feedback: Feedback) -> Feedback:
+    """The feedback without its "Not a digit" rows (for a base model that has no such class)."""
+
+    def digits(split: Split) -> Split:
+        keep = split.labels < NOT_DIGIT
+        return Split(split.images[keep], split.labels[keep])
+
+    return Feedback(feedback.folder, digits(feedback.train), digits(feedback.holdout), feedback.manifest_sha256,
+                    feedback.rows)  # fmt: skip
 
 
 def prepare(args: argparse.Namespace) -> Feedback | None:
@@ -97,7 +108,7 @@ def prepare(args: argparse.Namespace) -> Feedback | None:
             rows.append(
                 {
                     "id": row["id"],
-                    "label": row["true_label"],
+                    "label": NOT_DIGIT if row.get("not_digit") else row["true_label"],  # 10: "Not a digit"
                     "predicted": row["predicted_digit"],
                     "model_version": row["model_version"],
                     "created_at": row["created_at"].isoformat(),
@@ -162,9 +173,16 @@ def fine_tune(args: argparse.Namespace, device: torch.device, run: Run, feedback
     if args.ema is None:
         args.ema = float(base_recipe.get("ema") or 0.0)
     model = base.model.to(memory_format=torch.contiguous_format).to(device)
+    knows_not_digit = int(base.model.config.get("num_classes", len(CLASSES))) > len(CLASSES)
+    if not knows_not_digit:  # a 10-class base cannot learn "Not a digit" answers: fine-tune on the digits only
+        feedback = drop_not_digit(feedback)
     before = train.evaluate(model, feedback.holdout, device=device)["accuracy"]
     full_train, test_split, digests = load_mnist(args.data_dir)
     train_split, val_split = split_validation(full_train, train.VALIDATION_SIZE, args.seed)
+    not_digit_val = None
+    if knows_not_digit:  # keep the drawn non-digits in every epoch, or the 11th class is forgotten
+        train_split, val_negatives = train.with_negatives(train_split, val_split, args)
+        not_digit_val = (val_split, val_negatives)
     print(
         f"fine-tuning {args.base} (version {base.version}) on {len(train_split)} MNIST images + "
         f"{len(feedback.train)} feedback rows ({args.feedback_per_batch} per batch); device {device}"
@@ -192,6 +210,7 @@ def fine_tune(args: argparse.Namespace, device: torch.device, run: Run, feedback
             "feedback_snapshot": str(feedback.folder),
             "feedback_manifest_sha256": feedback.manifest_sha256,
         },
+        not_digit_val,
     )
     summary = {
         "official_test_accuracy": meta["test_accuracy"],

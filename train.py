@@ -43,11 +43,14 @@ from dataset import (  # noqa: F401  (re-exported: train.place_mnist, train.MNIS
     place_mnist,
     split_validation,
 )
-from plots import plot_confusion, plot_curves
+import calibration
+from negatives import make_negatives
+from plots import plot_confusion, plot_curves, plot_not_digit
 from registry import CHECKPOINT_ARTIFACTS, REGISTERED_MODEL, Run, git_commit
 from utils import (
     CLASSES,
     DEFAULT_MODEL_PATH,
+    NOT_DIGIT,
     PROJECT_DIR,
     MNISTClassifier,
     count_parameters,
@@ -59,6 +62,7 @@ DRY_RUN_OUT = DATA_ROOT / "dry-run" / "model.pth"
 RUNS_DIR = DATA_ROOT / "runs"  # one folder per training run: checkpoint, metrics.json, plots
 CANDIDATE_PATH = DEFAULT_MODEL_PATH.with_name("candidate.pth")  # --retrain's output, waiting for the gate
 DRY_RUN_BATCHES = 3
+NEGATIVES_DRY_RUN = 256  # --dry-run draws this many non-digits at most (seconds, not a minute)
 EVAL_BATCH_SIZE = 1_000
 CPU = torch.device("cpu")
 
@@ -139,7 +143,9 @@ def evaluate(
             break
         x = data.images[start : start + EVAL_BATCH_SIZE].to(device)
         y = data.labels[start : start + EVAL_BATCH_SIZE]
-        logits = model(x).cpu()
+        logits = model(x).cpu()[:, :k]  # the digits: a "not a digit" output is scored by calibration.py
+        digits = y < k  # "not a digit" rows (feedback) are scored there too
+        logits, y = logits[digits], y[digits]
         total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
         seen += len(y)
         confusion += torch.bincount(y * k + logits.argmax(1), minlength=k * k).view(k, k)
@@ -260,6 +266,47 @@ def data_hash(digests: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
 
 
+def with_negatives(train_split: Split, val_split: Split, args: argparse.Namespace) -> tuple[Split, Split]:
+    """The training split plus `--negatives` drawn non-digits labelled NOT_DIGIT (shuffled in by `train`), and the
+    validation non-digits (a tenth as many, other seeds, digits from the validation split) for the threshold."""
+    count = min(args.negatives, NEGATIVES_DRY_RUN) if args.dry_run else args.negatives
+    t0 = time.perf_counter()
+    train_neg, _ = make_negatives(count, "train", train_split.images, args.seed)
+    val_neg, _ = make_negatives(max(count // 10, 1), "train", val_split.images, args.seed + 1)
+    print(f"drew {count} + {len(val_neg)} non-digits for the '{NOT_DIGIT}' class in {time.perf_counter() - t0:.0f}s")
+    labels = torch.full((count,), NOT_DIGIT, dtype=torch.long)
+    merged = Split(torch.cat([train_split.images, train_neg]), torch.cat([train_split.labels, labels]))
+    return merged, Split(val_neg, torch.full((len(val_neg),), NOT_DIGIT, dtype=torch.long))
+
+
+def judge_not_digit(
+    model: MNISTClassifier, val: tuple[Split, Split], test: Split, args: argparse.Namespace, run: Run, out_dir: Path
+) -> dict[str, Any]:
+    """Choose the not-a-digit threshold on validation (stored in the model's config), then measure it on held-out
+    non-digits and the official test: the model card's figures, logged to the run, with the trade-off plot."""
+    val_digits, val_negatives = val
+    size = 200 if args.dry_run else len(val_digits)
+    choice = calibration.calibrate(model, val_digits.images[:size], val_negatives.images, args.seed)
+    heldout, kinds = make_negatives(
+        200 if args.dry_run else calibration.HELDOUT_NEGATIVES, "heldout", test.images, calibration.HELDOUT_SEED
+    )
+    figures = calibration.report(model, test, heldout, kinds, 200 if args.dry_run else 2_000)
+    calibration.print_report(figures)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_not_digit(choice.curve, (choice.digits_kept, choice.flagged), out_dir / "not_digit_tradeoff.png")
+    run.log_metrics(
+        {
+            "not_digit_threshold": choice.threshold,
+            "val_digits_kept": choice.digits_kept,
+            "val_not_digit_flagged": choice.flagged,
+            "heldout_not_digit_flagged": figures["heldout_flagged"],
+            "drawn_accepted_and_right": figures["drawn_accepted_and_right"],
+            "ece_test": figures["ece_test"],
+        }
+    )
+    return {**figures, "val_digits_kept": choice.digits_kept, "val_flagged": choice.flagged}
+
+
 def record_run(
     result: Fit,
     test_split: Split,
@@ -268,10 +315,15 @@ def record_run(
     out: Path,
     reports_dir: Path,
     extra_meta: dict[str, Any],
+    not_digit_val: tuple[Split, Split] | None = None,
 ) -> dict[str, Any]:
-    """Test the kept model, register it, and write the checkpoint (its run and version in its metadata), metrics.json,
+    """Test the kept model (an 11-class one: choose its not-a-digit threshold on `not_digit_val` = validation digits
+    and non-digits first), register it, and write the checkpoint (its run and version in its metadata), metrics.json,
     the curves and the confusion matrix, each logged to the run. Returns the checkpoint's metadata."""
     max_batches = DRY_RUN_BATCHES if args.dry_run else None
+    not_digit = None
+    if not_digit_val is not None:
+        not_digit = judge_not_digit(result.model, not_digit_val, test_split, args, run, reports_dir)
     test = evaluate(result.model, test_split, max_batches)
     print_report("test (official 10k)" if not args.dry_run else "test (dry run, partial)", test)
     run.log_metrics({"test_accuracy": test["accuracy"], "test_loss": test["loss"]})
@@ -292,6 +344,7 @@ def record_run(
         "run_id": run.run_id,
         "registered_model": REGISTERED_MODEL if version else None,
         "model_version": version,
+        "not_digit": not_digit,
         **extra_meta,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -302,8 +355,9 @@ def record_run(
     plot_curves(result.history, reports_dir / "training_curves.png")
     plot_confusion(test["confusion"], test["accuracy"], reports_dir / "confusion_matrix.png")
     run.log_artifact(out, CHECKPOINT_ARTIFACTS)
-    for name in ("metrics.json", "training_curves.png", "confusion_matrix.png"):
-        run.log_artifact(reports_dir / name)
+    for name in ("metrics.json", "training_curves.png", "confusion_matrix.png", "not_digit_tradeoff.png"):
+        if (reports_dir / name).is_file():
+            run.log_artifact(reports_dir / name)
     print(f"saved {out} ({out.stat().st_size / 1e6:.2f} MB); metrics.json, curves, confusion matrix in {reports_dir}")
     if version:
         print(f"registered {REGISTERED_MODEL} version {version} (run {run.run_id})")
@@ -331,7 +385,11 @@ def train_from_scratch(args: argparse.Namespace, device: torch.device, run: Run)
     torch.manual_seed(args.seed)
     full_train, test_split, digests = load_mnist(args.data_dir)
     train_split, val_split = split_validation(full_train, VALIDATION_SIZE, args.seed)
-    model = MNISTClassifier(tuple(args.channels), args.hidden, args.dropout).to(device)
+    val_negatives: Split | None = None
+    if args.negatives:
+        train_split, val_negatives = with_negatives(train_split, val_split, args)
+    classes = len(CLASSES) + (1 if args.negatives else 0)
+    model = MNISTClassifier(tuple(args.channels), args.hidden, args.dropout, num_classes=classes).to(device)
     print(
         f"train {len(train_split)}, validation {len(val_split)}, test {len(test_split)}; "
         f"{count_parameters(model):,} parameters; {args.threads} threads; device {device}"
@@ -341,7 +399,8 @@ def train_from_scratch(args: argparse.Namespace, device: torch.device, run: Run)
     result = fit(model, train_split, val_split, args, device, run, 1 if args.dry_run else args.epochs, args.lr)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out: Path = args.out or (DRY_RUN_OUT if args.dry_run else RUNS_DIR / f"{stamp}-{args.run_name}" / "model.pth")
-    record_run(result, test_split, args, run, out, out.parent, {"data_sha256": digests})
+    val = (val_split, val_negatives) if val_negatives is not None else None
+    record_run(result, test_split, args, run, out, out.parent, {"data_sha256": digests}, val)
     return 0
 
 
@@ -376,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument("--channels", type=channels, default=[32, 48, 96], help="conv widths of the three stages")
     recipe.add_argument("--hidden", type=int, default=128, help="width of the dense hidden layer")
     recipe.add_argument("--dropout", type=float, default=0.3, help="dropout before each dense layer")
+    recipe.add_argument(
+        "--negatives",
+        type=int,
+        default=12_000,
+        help="drawn non-digits (letters, shapes, scribbles; negatives.py) for an 11th 'not a digit' class; 0: none",
+    )
     recipe.add_argument(
         "--label-smoothing", type=float, help="cross-entropy label smoothing (default: 0; --retrain: the base's)"
     )

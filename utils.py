@@ -31,6 +31,7 @@ DEFAULT_MODEL_PATH = PROJECT_DIR / "models" / "model.pth"
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 CLASSES: tuple[int, ...] = tuple(range(10))
+NOT_DIGIT = len(CLASSES)  # the 11th output: letters, shapes, scribbles, several digits
 
 # MNIST geometry: the ink is fitted into a 20x20 box (aspect ratio kept), then placed in a 28x28 field so that its
 # centre of mass sits at the centre.
@@ -64,7 +65,8 @@ class ModelLoadError(RuntimeError):
 class MNISTClassifier(nn.Module):
     """A small VGG-style CNN: five 3x3 conv layers with batch norm in three stages, then a dropout classifier.
 
-    Input (N, 1, 28, 28) in [0, 1], white ink on black; output (N, 10) logits. Normalisation happens here, with the
+    Input (N, 1, 28, 28) in [0, 1], white ink on black; output (N, 10) logits, or (N, 11) when the model also
+    learnt "not a digit" (index 10, `NOT_DIGIT`). Normalisation happens here, with the
     mean/std the checkpoint carries, so no caller can forget or duplicate it. One conv at full resolution and the
     depth at 14x14 and 7x7 keeps it fast on a CPU (~0.8 ms per image, one thread).
     """
@@ -80,6 +82,7 @@ class MNISTClassifier(nn.Module):
         mean: float = MNIST_MEAN,
         std: float = MNIST_STD,
         num_classes: int = len(CLASSES),
+        reject_threshold: float = 0.5,
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
@@ -89,7 +92,13 @@ class MNISTClassifier(nn.Module):
             "mean": mean,
             "std": std,
             "num_classes": num_classes,
+            "reject_threshold": reject_threshold,
         }
+        if num_classes not in (len(CLASSES), len(CLASSES) + 1):
+            raise ValueError(f"num_classes must be 10 (digits) or 11 (digits + not a digit), got {num_classes}")
+        # With an 11th class, an input is called "not a digit" when that class's probability reaches this (chosen on
+        # a validation split by train.py and stored in the checkpoint's config).
+        self.reject_threshold = reject_threshold
         self.register_buffer("mean", torch.tensor(mean))
         self.register_buffer("std", torch.tensor(std))
         c1, c2, c3 = channels
@@ -133,12 +142,15 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Prediction:
-    """One classification: the digit, its probability, all ten, and the 28x28 input the model saw."""
+    """One classification: the best digit, its probability, all ten (summing to 1), the 28x28 input the model saw,
+    and whether it looks like a digit at all (`not_digit_score`: the model's probability that it is not one)."""
 
     digit: int
     confidence: float
     probabilities: list[float]
     model_input: np.ndarray  # (28, 28) float32 in [0, 1]
+    is_digit: bool = True
+    not_digit_score: float = 0.0
 
     @property
     def png(self) -> bytes:
@@ -323,13 +335,19 @@ def convert_to_tensor(image_array: np.ndarray) -> torch.Tensor:
 
 
 def get_confidence_scores(output_tensor: torch.Tensor) -> list[float]:
-    """Logits (10,) or (1, 10) -> the 10 class probabilities (softmax), summing to 1."""
-    logits = output_tensor.detach().reshape(-1, len(CLASSES))[0].double()
+    """Logits (10 or 11,) or (1, 10 or 11) -> the 10 digit probabilities (softmax over the digits), summing to 1."""
+    logits = output_tensor.detach().reshape(1, -1)[0, : len(CLASSES)].double()
     return [float(p) for p in F.softmax(logits, dim=0)]
 
 
+def not_digit_score(output_tensor: torch.Tensor) -> float:
+    """The probability of "not a digit" (0.0 for a model without that class)."""
+    logits = output_tensor.detach().reshape(1, -1)[0].double()
+    return float(F.softmax(logits, dim=0)[NOT_DIGIT]) if logits.numel() > NOT_DIGIT else 0.0
+
+
 def predict_probabilities(model: nn.Module, tensor: torch.Tensor) -> list[float]:
-    """Run the model once (no autograd) and return the 10 probabilities."""
+    """Run the model once (no autograd) and return the 10 digit probabilities."""
     with torch.inference_mode():
         return get_confidence_scores(model(tensor))
 
@@ -342,11 +360,16 @@ def predict_digit(model: nn.Module, tensor: torch.Tensor) -> tuple[int, float]:
 
 
 def classify(model: nn.Module, image_data: np.ndarray | Image.Image) -> Prediction:
-    """Preprocess + predict in one call (raises `EmptyDrawingError` for nothing to read)."""
+    """Preprocess + predict in one call (raises `EmptyDrawingError` for nothing to read). `is_digit` is False when the
+    model's "not a digit" probability reaches the threshold its checkpoint carries; `digit` is still the best guess."""
     model_input = preprocess_image(image_data)
-    probabilities = predict_probabilities(model, convert_to_tensor(model_input))
+    with torch.inference_mode():
+        logits = model(convert_to_tensor(model_input))
+    probabilities = get_confidence_scores(logits)
     digit = int(np.argmax(probabilities))
-    return Prediction(digit, probabilities[digit], probabilities, model_input)
+    score = not_digit_score(logits)
+    is_digit = score < float(getattr(model, "reject_threshold", 1.0)) or logits.shape[-1] <= NOT_DIGIT
+    return Prediction(digit, probabilities[digit], probabilities, model_input, bool(is_digit), score)
 
 
 def format_confidence(probability: float) -> str:

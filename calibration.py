@@ -1,0 +1,173 @@
+"""How sure the model should be before it says "not a digit", and how honest its confidences are.
+
+    python calibration.py models/model.pth       # the shipped model's not-a-digit and calibration figures
+
+train.py calls `choose_threshold` after training (on the validation split: validation digits as the canvas draws
+them, and validation non-digits from the training families) and stores the threshold in the checkpoint's config;
+`report` gives the model card's figures on what choosing never saw: held-out non-digits (other fonts, other
+shapes, other scribbles, test digits side by side) and the official test digits, plain and re-drawn on the canvas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import utils
+from drawn import DRAWN_CHECK_SEED, canvas_drawing
+
+KEEP_DIGITS = 0.999  # the threshold keeps at least this share of validation digits (plain and canvas-drawn)
+ECE_BINS = 15
+BATCH = 1_000
+HELDOUT_NEGATIVES = 3_000
+HELDOUT_SEED = 7_777
+
+
+@torch.inference_mode()
+def scores(model: torch.nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 1, 28, 28) inputs -> ((N, 10) digit probabilities, (N,) not-a-digit probabilities), as `utils.classify`."""
+    model.eval()
+    digit_probs, not_digit = [], []
+    for start in range(0, len(images), BATCH):
+        logits = model(images[start : start + BATCH]).double()
+        digit_probs.append(F.softmax(logits[:, : len(utils.CLASSES)], dim=1).numpy())
+        if logits.shape[1] > utils.NOT_DIGIT:
+            not_digit.append(F.softmax(logits, dim=1)[:, utils.NOT_DIGIT].numpy())
+        else:
+            not_digit.append(np.zeros(len(logits)))
+    return np.concatenate(digit_probs), np.concatenate(not_digit)
+
+
+def drawn_inputs(images: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """`size` of `images` re-drawn as canvas strokes and read back through the app's preprocessing, with the indices
+    picked (the drawn-digit check's recipe: every fifth on a transparent background)."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(images), size=min(size, len(images)), replace=False)
+    out = np.zeros((len(picks), 1, utils.IMAGE_SIZE, utils.IMAGE_SIZE), dtype=np.float32)
+    for n, i in enumerate(picks):
+        drawing = canvas_drawing(images[int(i)].squeeze(0).numpy(), rng, transparent=n % 5 == 0)
+        out[n, 0] = utils.preprocess_image(drawing)
+    return torch.from_numpy(out), picks
+
+
+@dataclass
+class Choice:
+    """The chosen threshold and the trade-off curve it was chosen on (validation)."""
+
+    threshold: float
+    digits_kept: float
+    flagged: float
+    curve: list[tuple[float, float, float]]  # (threshold, digits kept, non-digits flagged)
+
+
+def choose_threshold(digit_scores: np.ndarray, negative_scores: np.ndarray, keep: float = KEEP_DIGITS) -> Choice:
+    """The lowest threshold (most non-digits flagged) that still keeps `keep` of the digits.
+
+    A digit is kept when its not-a-digit score is below the threshold; a non-digit is flagged when its score reaches
+    it. Candidates are the observed scores, so the curve is exact on the validation data."""
+    candidates = np.unique(np.concatenate([digit_scores, negative_scores, [0.5, 1.0]]))
+    candidates = candidates[(candidates > 0.0) & (candidates <= 1.0)]
+    kept = np.array([(digit_scores < t).mean() for t in candidates])
+    flagged = np.array([(negative_scores >= t).mean() for t in candidates])
+    ok = np.flatnonzero(kept >= keep)
+    best = int(ok[0]) if ok.size else len(candidates) - 1
+    # Thin the curve for the plot and the metadata: every distinct point would be thousands.
+    step = max(1, len(candidates) // 200)
+    curve = [(float(candidates[i]), float(kept[i]), float(flagged[i])) for i in range(0, len(candidates), step)]
+    return Choice(float(candidates[best]), float(kept[best]), float(flagged[best]), curve)
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of the top-class confidence: the bin-weighted |accuracy - mean confidence| over equal-width bins."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
+
+def calibrate(model: utils.MNISTClassifier, val_digits: torch.Tensor, val_negatives: torch.Tensor, seed: int) -> Choice:
+    """Choose the threshold on validation digits (plain and canvas-drawn) and validation non-digits; store it in the
+    model (its config travels in the checkpoint)."""
+    drawn, _ = drawn_inputs(val_digits, len(val_digits), seed)
+    _, plain_scores = scores(model, val_digits)
+    _, drawn_scores = scores(model, drawn)
+    _, negative_scores = scores(model, val_negatives)
+    choice = choose_threshold(np.concatenate([plain_scores, drawn_scores]), negative_scores)
+    model.reject_threshold = choice.threshold
+    model.config["reject_threshold"] = choice.threshold
+    return choice
+
+
+def report(
+    model: torch.nn.Module, test: Any, heldout: torch.Tensor, kinds: list[str], drawn_size: int = 2_000
+) -> dict[str, Any]:
+    """Figures on data the threshold never saw: held-out non-digits flagged (in all and per family), official test
+    digits kept, canvas-drawn test digits accepted and right, and the ECE on the official test."""
+    threshold = float(getattr(model, "reject_threshold", 1.0))
+    probs, not_digit = scores(model, test.images)
+    labels = test.labels.numpy()
+    drawn, picks = drawn_inputs(test.images, drawn_size, DRAWN_CHECK_SEED)
+    drawn_probs, drawn_not_digit = scores(model, drawn)
+    accepted_right = (drawn_not_digit < threshold) & (drawn_probs.argmax(axis=1) == labels[picks])
+    _, negative = scores(model, heldout)
+    flagged = negative >= threshold
+    families = Counter(kinds)
+    return {
+        "threshold": threshold,
+        "heldout_flagged": float(flagged.mean()) if len(flagged) else 0.0,
+        "heldout_count": len(flagged),
+        "heldout_by_family": {name: float(flagged[[k == name for k in kinds]].mean()) for name in sorted(families)},
+        "test_accuracy_digits": float((probs.argmax(axis=1) == labels).mean()),
+        "test_digits_kept": float((not_digit < threshold).mean()),
+        "drawn_accepted_and_right": float(accepted_right.mean()),
+        "drawn_kept": float((drawn_not_digit < threshold).mean()),
+        "drawn_count": len(picks),
+        "ece_test": expected_calibration_error(probs, labels),
+    }
+
+
+def print_report(figures: dict[str, Any]) -> None:
+    print(
+        f"not a digit: threshold {figures['threshold']:.3f}; held-out non-digits flagged "
+        f"{figures['heldout_flagged']:.2%} of {figures['heldout_count']}"
+    )
+    for name, share in figures["heldout_by_family"].items():
+        print(f"  {name:<32} {share:.2%}")
+    print(
+        f"official test: digits kept {figures['test_digits_kept']:.2%}, argmax accuracy "
+        f"{figures['test_accuracy_digits']:.2%}, ECE {figures['ece_test']:.3%}; canvas-drawn test digits: accepted and "
+        f"right {figures['drawn_accepted_and_right']:.2%}, kept {figures['drawn_kept']:.2%} ({figures['drawn_count']})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dataset import load_mnist
+    from negatives import make_negatives
+
+    parser = argparse.ArgumentParser(description="Not-a-digit and calibration figures of a checkpoint.")
+    parser.add_argument("checkpoint", nargs="?", default=str(utils.DEFAULT_MODEL_PATH), help="model file")
+    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DIR"), help="offline MNIST folder (env MNIST_DIR)")
+    parser.add_argument("--heldout", type=int, default=HELDOUT_NEGATIVES, help="held-out non-digits to draw")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    model = utils.load_model(args.checkpoint)
+    _, test, _ = load_mnist(args.data_dir)
+    heldout, kinds = make_negatives(args.heldout, "heldout", test.images, HELDOUT_SEED)
+    print_report(report(model, test, heldout, kinds))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,380 @@
+"""Drawings that are not digits: the 11th class the model learns ("not a digit"), and the held-out set that measures
+how many of them it flags.
+
+    python negatives.py --preview data/negatives.png    # a grid of each family, as the model sees them
+
+Every negative is drawn on a 280x280 canvas the way the app's canvas sends it (white strokes on black, a pen 12-28 px
+wide) and goes through the app's own preprocessing (`utils.preprocess_image`), so the model learns on exactly what it
+will be shown. Two disjoint sources:
+
+- `train`: letters drawn as pen strokes (templates below), letters rendered from the DejaVu fonts that matplotlib
+  ships, shapes, arrows and symbols, smooth scribbles, filled blobs, digits crossed out, and two or three digits
+  side by side (from the training split only).
+- `heldout`: what training never sees, for the figures in the model card: letters from other fonts (STIX, Computer
+  Modern), other shapes (a sun, a cloud, an envelope, ...), jagged scribbles and hatching, and digits from the test
+  split side by side or hatched over.
+
+Letters that people draw like digits are left out of both (O, Q, D, I, l, J, S, Z, B, G, b, g, q and friends): a
+"not a digit" label on them would teach the model to doubt honest 0s, 1s, 2s, 5s, 6s, 8s and 9s.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+import utils
+from drawn import CANVAS, Stroke, arc, as_canvas, canvas_drawing, pen_drawing
+
+# Letters people write like a digit (0: O o Q D; 1: I l i j J; 2: Z z; 5: S s; 6: b G; 8: B; 9: g q a) and lowercase
+# letters that are a smaller copy of their capital. Everything else is a fair "not a digit".
+FONT_LETTERS = "ACEFHKLMNPRTUVWXYdehkmnrtuvwxy?&@#*+=<>%"
+LETTERS_ONLY = "ACEFHKLMNPRTUVWXYdehkmnrtuvwxy"  # Computer Modern maps ASCII symbols to other glyphs
+
+# Uppercase and lowercase letters as a person draws them (unit box, x right, y down).
+LETTER_STROKES: dict[str, list[Stroke]] = {
+    "A": [[(0.0, 1.0), (0.5, 0.0), (1.0, 1.0)], [(0.22, 0.6), (0.78, 0.6)]],
+    "C": [arc(0.55, 0.5, 0.45, 0.5, -45, -315, 20)],
+    "E": [[(1.0, 0.0), (0.0, 0.0), (0.0, 1.0), (1.0, 1.0)], [(0.0, 0.5), (0.75, 0.5)]],
+    "F": [[(1.0, 0.0), (0.0, 0.0), (0.0, 1.0)], [(0.0, 0.48), (0.75, 0.48)]],
+    "H": [[(0.0, 0.0), (0.0, 1.0)], [(1.0, 0.0), (1.0, 1.0)], [(0.0, 0.5), (1.0, 0.5)]],
+    "K": [[(0.0, 0.0), (0.0, 1.0)], [(0.95, 0.0), (0.0, 0.58)], [(0.3, 0.4), (1.0, 1.0)]],
+    "L": [[(0.0, 0.0), (0.0, 1.0), (0.9, 1.0)]],
+    "M": [[(0.0, 1.0), (0.05, 0.0), (0.5, 0.65), (0.95, 0.0), (1.0, 1.0)]],
+    "N": [[(0.0, 1.0), (0.0, 0.0), (1.0, 1.0), (1.0, 0.0)]],
+    "P": [[(0.0, 1.0), (0.0, 0.0), (0.55, 0.0), *arc(0.55, 0.25, 0.4, 0.25, -90, 90, 10), (0.0, 0.5)]],
+    "R": [[(0.0, 1.0), (0.0, 0.0), (0.55, 0.0), *arc(0.55, 0.25, 0.4, 0.25, -90, 90, 10), (0.0, 0.5), (1.0, 1.0)]],
+    "T": [[(0.0, 0.0), (1.0, 0.0)], [(0.5, 0.0), (0.5, 1.0)]],
+    "U": [[(0.0, 0.0), *arc(0.5, 0.55, 0.5, 0.45, 180, 0, 16), (1.0, 0.0)]],
+    "V": [[(0.0, 0.0), (0.5, 1.0), (1.0, 0.0)]],
+    "W": [[(0.0, 0.0), (0.25, 1.0), (0.5, 0.3), (0.75, 1.0), (1.0, 0.0)]],
+    "X": [[(0.0, 0.0), (1.0, 1.0)], [(1.0, 0.0), (0.0, 1.0)]],
+    "Y": [[(0.0, 0.0), (0.5, 0.5), (1.0, 0.0)], [(0.5, 0.5), (0.5, 1.0)]],
+    "e": [[(0.05, 0.55), (0.95, 0.55), *arc(0.5, 0.55, 0.45, 0.45, 0, -320, 18)]],
+    "h": [[(0.0, 0.0), (0.0, 1.0)], [(0.0, 0.62), *arc(0.45, 0.62, 0.45, 0.3, 180, 360, 10), (0.9, 1.0)]],
+    "k": [[(0.0, 0.0), (0.0, 1.0)], [(0.85, 0.35), (0.0, 0.75)], [(0.3, 0.62), (0.9, 1.0)]],
+    "m": [
+        [(0.0, 1.0), (0.0, 0.3)],
+        [*arc(0.25, 0.5, 0.25, 0.25, 180, 360, 8), (0.5, 1.0)],
+        [*arc(0.75, 0.5, 0.25, 0.25, 180, 360, 8), (1.0, 1.0)],
+    ],
+    "n": [[(0.0, 0.3), (0.0, 1.0)], [(0.0, 0.6), *arc(0.48, 0.6, 0.48, 0.3, 180, 360, 10), (0.96, 1.0)]],
+    "r": [[(0.0, 0.3), (0.0, 1.0)], [(0.0, 0.65), *arc(0.5, 0.65, 0.5, 0.35, 180, 300, 8)]],
+    "u": [[(0.0, 0.0), *arc(0.45, 0.6, 0.45, 0.4, 180, 0, 12), (0.9, 0.0), (0.95, 1.0)]],
+    "w": [[(0.0, 0.0), (0.2, 1.0), (0.5, 0.4), (0.8, 1.0), (1.0, 0.0)]],
+    "x": [[(0.1, 0.1), (0.9, 0.9)], [(0.9, 0.1), (0.1, 0.9)]],
+    "y": [[(0.0, 0.0), (0.5, 0.6)], [(1.0, 0.0), (0.2, 1.0)]],
+}
+
+
+def star(points: int = 5, inner: float = 0.4) -> Stroke:
+    """A star outline (one stroke), `points` tips on the unit circle's box."""
+    angles = np.radians(np.arange(2 * points + 1) * 180 / points - 90)
+    radii = np.where(np.arange(2 * points + 1) % 2 == 0, 0.5, 0.5 * inner)
+    return [(0.5 + r * np.cos(a), 0.5 + r * np.sin(a)) for r, a in zip(radii, angles)]
+
+
+def polygon(sides: int, turn_deg: float = -90) -> Stroke:
+    angles = np.radians(np.arange(sides + 1) * 360 / sides + turn_deg)
+    return [(0.5 + 0.5 * np.cos(a), 0.5 + 0.5 * np.sin(a)) for a in angles]
+
+
+def wave(cycles: float, points: int = 40) -> Stroke:
+    x = np.linspace(0, 1, points)
+    return [(float(a), 0.5 + 0.45 * np.sin(2 * np.pi * cycles * a)) for a in x]
+
+
+def spiral(turns: float, points: int = 60) -> Stroke:
+    t = np.linspace(0, 1, points)
+    return [(0.5 + 0.5 * s * np.cos(2 * np.pi * turns * s), 0.5 + 0.5 * s * np.sin(2 * np.pi * turns * s)) for s in t]
+
+
+# Each: (strokes, (min, max) width/height ratio). No circle (a 0) and no single upright line (a 1).
+TRAIN_SHAPES: dict[str, tuple[list[Stroke], tuple[float, float]]] = {
+    "triangle": ([[(0.5, 0.0), (1.0, 1.0), (0.0, 1.0), (0.5, 0.0)]], (0.8, 1.3)),
+    "square": ([[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)]], (0.85, 1.15)),
+    "rectangle": ([[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)]], (1.4, 2.2)),
+    "diamond": ([[(0.5, 0.0), (1.0, 0.5), (0.5, 1.0), (0.0, 0.5), (0.5, 0.0)]], (0.7, 1.1)),
+    "star": ([star()], (0.9, 1.1)),
+    "pentagon": ([polygon(5)], (0.9, 1.1)),
+    "arrow-right": ([[(0.0, 0.5), (1.0, 0.5)], [(0.65, 0.1), (1.0, 0.5), (0.65, 0.9)]], (1.3, 2.0)),
+    "arrow-left": ([[(1.0, 0.5), (0.0, 0.5)], [(0.35, 0.1), (0.0, 0.5), (0.35, 0.9)]], (1.3, 2.0)),
+    "arrow-up": ([[(0.5, 1.0), (0.5, 0.0)], [(0.1, 0.35), (0.5, 0.0), (0.9, 0.35)]], (0.5, 0.8)),
+    "arrow-down": ([[(0.5, 0.0), (0.5, 1.0)], [(0.1, 0.65), (0.5, 1.0), (0.9, 0.65)]], (0.5, 0.8)),
+    "plus": ([[(0.5, 0.0), (0.5, 1.0)], [(0.0, 0.5), (1.0, 0.5)]], (0.85, 1.15)),
+    "hash": (
+        [[(0.35, 0.0), (0.3, 1.0)], [(0.7, 0.0), (0.65, 1.0)], [(0.0, 0.33), (1.0, 0.33)], [(0.0, 0.67), (1.0, 0.67)]],
+        (0.8, 1.1),
+    ),
+    "check": ([[(0.0, 0.55), (0.35, 1.0), (1.0, 0.0)]], (0.9, 1.3)),
+    "heart": (
+        [
+            [
+                (0.5, 1.0),
+                (0.05, 0.45),
+                *arc(0.27, 0.27, 0.25, 0.25, 150, 330, 8),
+                *arc(0.73, 0.27, 0.25, 0.25, 210, 390, 8),
+                (0.95, 0.45),
+                (0.5, 1.0),
+            ]
+        ],
+        (0.9, 1.2),
+    ),
+    "smiley": (
+        [
+            arc(0.5, 0.5, 0.5, 0.5, 0, 360, 24),
+            [(0.33, 0.35), (0.34, 0.38)],
+            [(0.66, 0.35), (0.67, 0.38)],
+            arc(0.5, 0.55, 0.28, 0.22, 20, 160, 10),
+        ],
+        (0.9, 1.1),
+    ),
+    "house": ([[(0.0, 1.0), (0.0, 0.4), (0.5, 0.0), (1.0, 0.4), (1.0, 1.0), (0.0, 1.0)]], (0.8, 1.1)),
+    "lightning": ([[(0.6, 0.0), (0.15, 0.55), (0.6, 0.5), (0.3, 1.0)]], (0.5, 0.8)),
+    "wave": ([wave(2.0)], (1.5, 2.5)),
+    "zigzag": ([[(0.0, 0.0), (0.25, 1.0), (0.5, 0.0), (0.75, 1.0), (1.0, 0.0)]], (1.2, 2.2)),
+    "spiral": ([spiral(2.5)], (0.9, 1.1)),
+    "asterisk": ([[(0.5, 0.0), (0.5, 1.0)], [(0.07, 0.25), (0.93, 0.75)], [(0.93, 0.25), (0.07, 0.75)]], (0.9, 1.1)),
+    "equals": ([[(0.0, 0.3), (1.0, 0.3)], [(0.0, 0.7), (1.0, 0.7)]], (1.2, 2.0)),
+    "dash": ([[(0.0, 0.5), (1.0, 0.5)]], (2.0, 4.0)),
+}
+
+# Shapes training never sees (the held-out figures).
+HELDOUT_SHAPES: dict[str, tuple[list[Stroke], tuple[float, float]]] = {
+    "envelope": ([[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0), (0.5, 0.55), (1.0, 0.0)]], (1.3, 1.8)),
+    "sun": ([arc(0.5, 0.5, 0.25, 0.25, 0, 360, 16)]
+            + [[(0.5 + 0.33 * np.cos(a), 0.5 + 0.33 * np.sin(a)), (0.5 + 0.5 * np.cos(a), 0.5 + 0.5 * np.sin(a))]
+               for a in np.radians(np.arange(0, 360, 45))], (0.9, 1.1)),
+    "cloud": ([[*arc(0.2, 0.6, 0.2, 0.25, 90, 270, 8), *arc(0.45, 0.35, 0.25, 0.3, 180, 360, 10),
+                *arc(0.78, 0.55, 0.22, 0.3, 250, 450, 8), (0.2, 0.85)]], (1.3, 1.8)),
+    "fish": ([[*arc(0.4, 0.5, 0.4, 0.3, 0, 360, 20)], [(0.8, 0.5), (1.0, 0.2), (1.0, 0.8), (0.8, 0.5)]], (1.4, 1.9)),
+    "tree": ([[(0.5, 0.0), (0.9, 0.65), (0.1, 0.65), (0.5, 0.0)], [(0.5, 0.65), (0.5, 1.0)]], (0.6, 0.9)),
+    "cube": ([[(0.0, 0.3), (0.7, 0.3), (0.7, 1.0), (0.0, 1.0), (0.0, 0.3), (0.3, 0.0), (1.0, 0.0), (1.0, 0.7),
+               (0.7, 1.0)], [(0.7, 0.3), (1.0, 0.0)]], (0.9, 1.1)),
+    "moon": ([[*arc(0.5, 0.5, 0.5, 0.5, 60, 300, 16), *arc(0.75, 0.5, 0.35, 0.45, 240, 120, 12)]], (0.6, 0.9)),
+    "flower": ([[(0.5 + 0.45 * abs(np.cos(2.5 * a)) * np.cos(a), 0.5 + 0.45 * abs(np.cos(2.5 * a)) * np.sin(a))
+                 for a in np.linspace(0, 2 * np.pi, 60)]], (0.9, 1.1)),
+    "x-in-box": ([[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)], [(0.0, 0.0), (1.0, 1.0)],
+                  [(1.0, 0.0), (0.0, 1.0)]], (0.9, 1.1)),
+}  # fmt: skip
+
+DEJAVU = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSansMono")
+OTHER_FONTS = ("STIXGeneral", "STIXGeneralBol", "STIXGeneralItalic", "cmr10", "cmss10", "cmtt10", "cmb10")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Families: each draws one (280, 280, 4) canvas from a seeded generator
+
+
+def _fonts(names: tuple[str, ...]) -> list[Path]:
+    import matplotlib  # a dev dependency: its wheel ships the DejaVu, STIX and Computer Modern fonts
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    return [folder / f"{name}.ttf" for name in names if (folder / f"{name}.ttf").is_file()]
+
+
+def font_letter(fonts: list[Path], rng: np.random.Generator) -> np.ndarray:
+    """A letter or symbol typed in one of `fonts`, at a random size, place and tilt, thickened like a pen."""
+    path = fonts[int(rng.integers(len(fonts)))]
+    chars = LETTERS_ONLY if path.name.startswith("cm") else FONT_LETTERS
+    char = chars[int(rng.integers(len(chars)))]
+    font = ImageFont.truetype(str(path), size=int(rng.integers(90, 230)))
+    glyph = Image.new("L", (CANVAS * 2, CANVAS * 2), 0)
+    ImageDraw.Draw(glyph).text((CANVAS // 2, CANVAS // 2), char, fill=255, font=font)
+    glyph = glyph.rotate(float(rng.uniform(-12, 12)), resample=Image.Resampling.BILINEAR)
+    box = glyph.getbbox()
+    if box is None:
+        return font_letter(fonts, rng)
+    ink = glyph.crop(box)
+    if ink.width > CANVAS - 8 or ink.height > CANVAS - 8:
+        ink.thumbnail((CANVAS - 8, CANVAS - 8))
+    if rng.random() < 0.5:  # canvas pens are thicker than most type
+        ink = ink.filter(ImageFilter.MaxFilter(int(rng.choice([3, 5, 7]))))
+    canvas = Image.new("L", (CANVAS, CANVAS), 0)
+    canvas.paste(ink, (int(rng.integers(0, CANVAS - ink.width + 1)), int(rng.integers(0, CANVAS - ink.height + 1))))
+    return as_canvas(canvas.point(lambda v: 255 if v > 100 else 0))
+
+
+def stroke_letter(rng: np.random.Generator) -> np.ndarray:
+    names = sorted(LETTER_STROKES)
+    name = names[int(rng.integers(len(names)))]
+    return pen_drawing(LETTER_STROKES[name], rng, aspect=(0.6, 1.0), wobble=0.035, max_slant_deg=15)
+
+
+def shape(shapes: dict[str, tuple[list[Stroke], tuple[float, float]]], rng: np.random.Generator) -> np.ndarray:
+    names = sorted(shapes)
+    strokes, aspect = shapes[names[int(rng.integers(len(names)))]]
+    return pen_drawing(strokes, rng, aspect=aspect, height=(70, 240), wobble=0.025, max_slant_deg=15)
+
+
+def smooth_scribble(rng: np.random.Generator) -> list[Stroke]:
+    """A random walk with momentum: loops and curls, as when someone tests the canvas."""
+    points, heading, x, y = [], rng.uniform(0, 2 * np.pi), rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7)
+    turn = 0.0
+    for _ in range(int(rng.integers(45, 100))):
+        turn = 0.8 * turn + rng.normal(0, 0.5)
+        heading += turn
+        x = float(np.clip(x + 0.07 * np.cos(heading), 0, 1))
+        y = float(np.clip(y + 0.07 * np.sin(heading), 0, 1))
+        points.append((x, y))
+    return [points]
+
+
+def jagged_scribble(rng: np.random.Generator) -> list[Stroke]:
+    """Held out: straight back-and-forth segments, or parallel hatching."""
+    if rng.random() < 0.5:
+        return [[(float(rng.uniform(0, 1)), float(rng.uniform(0, 1))) for _ in range(int(rng.integers(6, 14)))]]
+    lines = int(rng.integers(3, 7))
+    tilt = rng.uniform(-0.4, 0.4)
+    return [[(0.0, (i + 0.5) / lines + tilt), (1.0, (i + 0.5) / lines - tilt)] for i in range(lines)]
+
+
+def scribble(rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
+    strokes = jagged_scribble(rng) if heldout else smooth_scribble(rng)
+    return pen_drawing(strokes, rng, aspect=(0.6, 1.6), height=(80, 240), wobble=0.0, max_slant_deg=0)
+
+
+def blob(rng: np.random.Generator) -> np.ndarray:
+    """A filled shape: someone colouring in."""
+    canvas = Image.new("L", (CANVAS, CANVAS), 0)
+    cx, cy, r = rng.uniform(90, 190), rng.uniform(90, 190), rng.uniform(35, 85)
+    angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(5, 10))))
+    radii = r * rng.uniform(0.6, 1.2, len(angles))
+    ImageDraw.Draw(canvas).polygon([(cx + a * np.cos(t), cy + a * np.sin(t)) for a, t in zip(radii, angles)], fill=255)
+    return as_canvas(canvas)
+
+
+def _digit_ink(digits: torch.Tensor, rng: np.random.Generator) -> Image.Image:
+    """One digit as canvas strokes, cropped to its ink ("L", white on black)."""
+    while True:
+        one = Image.fromarray(canvas_drawing(digits[int(rng.integers(len(digits)))].squeeze(0).numpy(), rng)[..., 0])
+        box = one.getbbox()
+        if box is not None:
+            return one.crop(box)
+
+
+def digits_side_by_side(digits: torch.Tensor, rng: np.random.Generator) -> np.ndarray:
+    """Two or three digits in a row, the same height, a small gap apart: a number, not a digit."""
+    pieces = [_digit_ink(digits, rng) for _ in range(int(rng.integers(2, 4)))]
+    height = float(rng.uniform(60, 150))
+    gaps = [height * float(rng.uniform(0.08, 0.35)) for _ in pieces[1:]]
+    widths = [p.width * height / p.height for p in pieces]
+    fit = min(1.0, (CANVAS - 16) / (sum(widths) + sum(gaps)))  # shrink the row until it fits the canvas
+    height, widths, gaps = height * fit, [w * fit for w in widths], [g * fit for g in gaps]
+    x = float(rng.uniform(8, max(8.0, CANVAS - 8 - sum(widths) - sum(gaps))))
+    middle = float(rng.uniform(8 + height / 2, CANVAS - 8 - height / 2))
+    canvas = Image.new("L", (CANVAS, CANVAS), 0)
+    for k, piece in enumerate(pieces):
+        size = (max(1, round(widths[k])), max(1, round(height)))
+        scaled = piece.resize(size, Image.Resampling.BILINEAR)
+        canvas.paste(scaled, (round(x), round(middle - height / 2 + rng.normal(0, 0.05) * height)), scaled)
+        x += widths[k] + (gaps[k] if k < len(gaps) else 0.0)
+    return as_canvas(canvas)
+
+
+def crossed_out(digits: torch.Tensor, rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
+    """A digit struck through, scribbled or hatched over past its edges: the user changed their mind."""
+    ink = _digit_ink(digits, rng)
+    side = max(ink.width, ink.height)
+    scale = float(rng.uniform(90, 200)) / side
+    ink = ink.resize((max(1, round(ink.width * scale)), max(1, round(ink.height * scale))), Image.Resampling.BILINEAR)
+    image = Image.new("L", (CANVAS, CANVAS), 0)
+    left = (CANVAS - ink.width) // 2 + int(rng.integers(-30, 31))
+    top = (CANVAS - ink.height) // 2 + int(rng.integers(-30, 31))
+    image.paste(ink, (left, top), ink)
+    # The strokes over it cover a square box a little larger than the digit, so even a thin 1 is clearly crossed.
+    cover = max(ink.width, ink.height) * float(rng.uniform(1.0, 1.25))
+    cx, cy = left + ink.width / 2, top + ink.height / 2
+    if heldout:
+        over = jagged_scribble(rng)
+    elif rng.random() < 0.5:
+        over = [[(x, y) for x, y in smooth_scribble(rng)[0]]]
+    else:
+        over = [[(0.0, 0.0), (1.0, 1.0)], [(1.0, 0.0), (0.0, 1.0)]]
+    pen = ImageDraw.Draw(image)
+    width = int(rng.choice([12, 16, 20, 24]))
+    for stroke in over:
+        points = [(cx + (x - 0.5) * cover, cy + (y - 0.5) * cover) for x, y in stroke]
+        pen.line(points, fill=255, width=width, joint="curve")
+    return as_canvas(image)
+
+
+Family = Callable[[np.random.Generator], np.ndarray]
+
+
+def families(source: str, digits: torch.Tensor) -> dict[str, tuple[float, Family]]:
+    """name -> (share of the set, drawer) for `source` "train" or "heldout"; `digits` (N, 1, 28, 28) come from the
+    matching MNIST split (training digits for training, test digits for the held-out set)."""
+    if source == "train":
+        fonts = _fonts(DEJAVU)
+        return {
+            "letter (strokes)": (0.26, stroke_letter),
+            "letter (DejaVu)": (0.18, lambda rng: font_letter(fonts, rng)),
+            "shape": (0.22, lambda rng: shape(TRAIN_SHAPES, rng)),
+            "scribble": (0.12, scribble),
+            "blob": (0.04, blob),
+            "crossed-out digit": (0.08, lambda rng: crossed_out(digits, rng)),
+            "digits side by side": (0.10, lambda rng: digits_side_by_side(digits, rng)),
+        }
+    if source == "heldout":
+        fonts = _fonts(OTHER_FONTS)
+        return {
+            "letter (STIX, Computer Modern)": (0.35, lambda rng: font_letter(fonts, rng)),
+            "shape (held out)": (0.30, lambda rng: shape(HELDOUT_SHAPES, rng)),
+            "scribble (jagged, hatching)": (0.15, lambda rng: scribble(rng, heldout=True)),
+            "hatched digit": (0.10, lambda rng: crossed_out(digits, rng, heldout=True)),
+            "test digits side by side": (0.10, lambda rng: digits_side_by_side(digits, rng)),
+        }
+    raise ValueError(f"source must be 'train' or 'heldout', got {source!r}")
+
+
+def make_negatives(count: int, source: str, digits: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """`count` non-digits as the model sees them: (count, 1, 28, 28) float32 in [0, 1], and each one's family."""
+    rng = np.random.default_rng(seed)
+    table = families(source, digits)
+    names = list(table)
+    shares = np.array([table[n][0] for n in names])
+    picks = rng.choice(len(names), size=count, p=shares / shares.sum())
+    images = np.zeros((count, 1, utils.IMAGE_SIZE, utils.IMAGE_SIZE), dtype=np.float32)
+    kinds = []
+    for i, k in enumerate(picks):
+        drawer = table[names[k]][1]
+        while True:
+            try:
+                images[i, 0] = utils.preprocess_image(drawer(rng))
+                break
+            except utils.EmptyDrawingError:  # too small to read: the app would not classify it either
+                continue
+        kinds.append(names[k])
+    return torch.from_numpy(images), kinds
+
+
+def preview(out: Path, digits: torch.Tensor, per_family: int = 12) -> None:
+    """A grid: one row per family (train, then held out), as 28x28 model inputs."""
+    rows = []
+    for source in ("train", "heldout"):
+        for name, (_, drawer) in families(source, digits).items():
+            rng = np.random.default_rng(abs(hash(name)) % 2**32)
+            row = [utils.preprocess_image(drawer(rng)) for _ in range(per_family)]
+            rows.append(np.concatenate(row, axis=1))
+    grid = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
+    Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.Resampling.NEAREST).save(out)
+    print(f"wrote {out}: rows = {[*families('train', digits), *families('heldout', digits)]}")
+
+
+if __name__ == "__main__":
+    import os
+
+    from dataset import load_mnist
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preview", type=Path, required=True, help="PNG to write the grid to")
+    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DIR"), help="offline MNIST folder (env MNIST_DIR)")
+    options = parser.parse_args()
+    mnist_train = load_mnist(options.data_dir)[0]
+    preview(options.preview, mnist_train.images)
