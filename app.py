@@ -1,6 +1,6 @@
 """The MNIST Digit Classifier page: draw or upload a digit, see all ten confidences, correct the model, browse the log.
 
-    make run          # or: streamlit run app.py
+    make run          # or: streamlit run server.py (this page plus the CSV export route)
 
 Layout only: preprocessing and inference live in utils.py, storage in db.py. The model and the database handle are
 created once per process (st.cache_resource). Each page (Draw, Upload, History, Stats) is an st.navigation page, opened
@@ -34,6 +34,9 @@ DRAW_COLUMNS = (0.42, 0.58)  # of the centred page's 736 px: the 280 px canvas, 
 PEN_WIDTH = (8, 40, 20)  # min, max, default: ~2 px strokes once a full-height digit is scaled into MNIST's 20 px box
 HISTORY_SIZES = (50, 100, 500)
 CORRECTNESS = {"All": None, "Correct": True, "Incorrect": False}
+KINDS = {"All": None, "Digits": False, "Not a digit": True}  # History: what the model or the user called it
+NOT_A_DIGIT_ANSWER = "This doesn't look like a digit"
+EXPORT_PATH = "export/predictions.csv"  # served by server.py next to the page
 COMPONENTS_DIR = Path(__file__).resolve().parent / "components"  # the custom elements' CSS and JS, read at import
 
 st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/draw:", layout="centered")
@@ -58,8 +61,8 @@ canvas_style_fix = st.components.v2.component(
 # page at each step of a rerun, so an empty panel waiting under the canvas slowed every Predict by ~5 ms (p50 of
 # the click-to-metric time, both versions measured in one run). Mounted with the answer, it costs nothing in the
 # renders that come before it.
-# Data in: {digit, confidence, probabilities, image, label}. One trigger out, `label`, an int that the server
-# validates before storing it.
+# Data in: {digit, confidence, probabilities, image, label, is_digit, not_digit}. One trigger out, `label`: a digit,
+# or the `not_digit` value for "Not a digit", which the server validates before storing it.
 result_panel = st.components.v2.component(
     "mnist_result_panel",
     css=(COMPONENTS_DIR / "result_panel.css").read_text(),
@@ -149,8 +152,10 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     if not result:
         return
     prediction: utils.Prediction = result["prediction"]
-    st.metric("Prediction", prediction.digit)  # streamed to the browser now, before the database write
+    # Logged (or spooled) before it is shown: an answer a user has seen is never lost, even if this process dies
+    # the next moment (a replica killed behind the proxy). The wait is ~1 ms, at most DB_WRITE_TIMEOUT when hung.
     if result["id"] is None:  # waits at most DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool
+        knows_not_digit = int(checkpoint.model.config.get("num_classes", 10)) > len(utils.CLASSES)
         result["id"] = database.log_prediction(
             prediction.digit,
             prediction.confidence,
@@ -158,9 +163,19 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
             result["png"],
             checkpoint.version,
             result.get("inference_ms"),
+            prediction.is_digit if knows_not_digit else None,
+            prediction.not_digit_score if knows_not_digit else None,
         )
     elif result["id"] < 0:
         result["id"] = database.resolve(result["id"])  # replayed since it was spooled: its row's real id
+    if prediction.is_digit:
+        st.metric("Prediction", prediction.digit)
+    else:  # letters, shapes, scribbles: say so rather than give a confident wrong digit
+        st.metric("Prediction", NOT_A_DIGIT_ANSWER)
+        st.caption(
+            f"Best guess **{prediction.digit}** at {utils.format_confidence(prediction.confidence)} "
+            f"(not-a-digit score {prediction.not_digit_score:.0%})"
+        )
     # Said next to the answer (inside the first screenful), and gone as soon as the spool has been replayed.
     waiting = result["id"] < 0 or (result.get("label_spooled") and database.pending() > 0)
     if waiting:
@@ -177,9 +192,20 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     if result.get("label_error"):
         st.error(result.pop("label_error"))
     elif result["label"] is not None:
-        verdict = "correct" if result["label"] == prediction.digit else f"wrong (predicted {prediction.digit})"
         where = f"prediction #{result['id']}" if not waiting else "this prediction (saved locally)"
-        st.success(f"Thanks! Saved true label **{result['label']}** for {where}: {verdict}. You can still change it.")
+        given, verdict = feedback_verdict(prediction, result["label"])
+        st.success(f"Thanks! Saved {given} for {where}: {verdict}. You can still change it.")
+
+
+def feedback_verdict(prediction: utils.Prediction, label: int | str) -> tuple[str, str]:
+    """The user's answer as said back ("true label **7**", "**not a digit**"), and what it makes of the app's answer
+    ("correct", "wrong (predicted 4)", "wrong (predicted not a digit)")."""
+    shown = str(prediction.digit) if prediction.is_digit else "not a digit"
+    if label == db.NOT_A_DIGIT:
+        given, right = "**not a digit**", not prediction.is_digit
+    else:
+        given, right = f"true label **{label}**", prediction.is_digit and label == prediction.digit
+    return given, "correct" if right else f"wrong (predicted {shown})"
 
 
 def save_label(database: db.Database, slot: str) -> None:
@@ -205,6 +231,8 @@ def panel_data(result: dict[str, Any]) -> dict[str, Any]:
         "probabilities": [round(p, 6) for p in prediction.probabilities],
         "image": thumbnail(result["png"]),
         "label": result["label"],
+        "is_digit": prediction.is_digit,
+        "not_digit": db.NOT_A_DIGIT,  # the value the panel sends for "Not a digit"
     }
 
 
@@ -275,9 +303,30 @@ def thumbnail(png: bytes | None) -> str | None:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii") if png else None
 
 
+def answer_text(row: dict[str, Any]) -> str:
+    """What the app answered, as History shows it."""
+    if row.get("is_digit") is False:
+        return f"Not a digit (best guess {row['predicted_digit']})"
+    return str(row["predicted_digit"])
+
+
+def label_text(row: dict[str, Any]) -> str:
+    """The user's answer, as History shows it."""
+    if row.get("labelled_not_digit"):
+        return "Not a digit"
+    return "" if row["true_label"] is None else str(row["true_label"])
+
+
+def export_url(digit: int | None, correct: bool | None, not_digit: bool | None) -> str:
+    """The streamed CSV export (server.py) for History's filters, relative to the page."""
+    query = {"digit": digit, "correct": correct, "not_digit": not_digit}
+    params = "&".join(f"{k}={str(v).lower()}" for k, v in query.items() if v is not None)
+    return f"{EXPORT_PATH}?{params}" if params else EXPORT_PATH
+
+
 @st.fragment
 def history_section(database: db.Database) -> None:
-    digit_col, correct_col, size_col = st.columns(3)
+    digit_col, correct_col, kind_col, size_col = st.columns(4)
     digit: int | None = digit_col.selectbox(
         "Predicted digit",
         [None, *utils.CLASSES],
@@ -285,41 +334,54 @@ def history_section(database: db.Database) -> None:
         key="history_digit",
     )
     correctness = correct_col.selectbox("Feedback", list(CORRECTNESS), key="history_correct")
+    kind = kind_col.selectbox("Kind", list(KINDS), key="history_kind")
     size = size_col.selectbox("Rows", HISTORY_SIZES, index=1, key="history_size")
+    filters = (digit, CORRECTNESS[correctness], KINDS[kind], size)
+    # Pages: the (created_at, id) each page starts after, newest page first; new filters start again at the top.
+    if st.session_state.get("history_filters") != filters:
+        st.session_state.history_filters = filters
+        st.session_state.history_pages = [None]
+    pages: list[Any] = st.session_state.history_pages
     try:
-        rows = database.get_prediction_history(limit=size, digit=digit, correct=CORRECTNESS[correctness])
+        rows = database.get_prediction_history(
+            limit=size, digit=digit, correct=filters[1], not_digit=filters[2], before=pages[-1]
+        )
     except db.DatabaseUnavailable:
         st.warning("History is unavailable while the database is unreachable.")
         return
-    if not rows:
-        st.info("No predictions yet: draw a digit and press Predict.")
+    if not rows and len(pages) == 1:
+        st.info("No predictions yet: draw a digit and press Predict." if filters[:3] == (None,) * 3 else "No matches.")
         return
     table = pd.DataFrame(
         {
             "Time": [r["created_at"] for r in rows],
             "Image": [thumbnail(r["image"]) for r in rows],
-            "Predicted": [r["predicted_digit"] for r in rows],
-            "Confidence": [r["confidence"] for r in rows],
-            "True label": [r["true_label"] for r in rows],
+            "Predicted": [answer_text(r) for r in rows],
+            "Confidence": [utils.format_confidence(r["confidence"]) for r in rows],  # as the answer said it
+            "True label": [label_text(r) for r in rows],
             "Correct": [{None: "", True: "✓", False: "✗"}[r["correct"]] for r in rows],
             "ID": [r["id"] for r in rows],
         }
     )
-    shown = table.assign(Confidence=[utils.format_confidence(c) for c in table["Confidence"]])  # as the answer says it
     st.dataframe(
-        shown,
+        table,
         hide_index=True,
         width="stretch",
         column_config={
             "Time": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
             "Image": st.column_config.ImageColumn(width="small"),
-            "True label": st.column_config.NumberColumn(format="%d"),
         },
     )
-    csv = table.drop(columns=["Image"]).assign(  # the raw probability: the file is data, not display
-        Model=[r["model_version"] for r in rows], Probabilities=[r["probabilities"] for r in rows]
-    )
-    st.download_button("Download CSV", csv.to_csv(index=False), "predictions.csv", "text/csv")
+    newer_col, where_col, older_col, export_col = st.columns((1, 2, 1, 2), vertical_alignment="center")
+    if newer_col.button("‹ Newer", disabled=len(pages) == 1, width="stretch"):
+        pages.pop()
+        st.rerun(scope="fragment")
+    where_col.caption(f"Page {len(pages)}: {len(rows)} rows, newest first")
+    if older_col.button("Older ›", disabled=len(rows) < size, width="stretch"):
+        pages.append((rows[-1]["created_at"], rows[-1]["id"]))
+        st.rerun(scope="fragment")
+    # Every matching row, not only this page: streamed by the server, whatever the size (no images; see server.py).
+    export_col.link_button("Download CSV", export_url(digit, filters[1], filters[2]), width="stretch")
 
 
 @st.fragment
@@ -332,9 +394,17 @@ def stats_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     if stats is not None:
         total_col, labelled_col, accuracy_col = st.columns(3)
         total_col.metric("Predictions", f"{stats['total']:,}")
-        labelled_col.metric("With feedback", f"{stats['labelled']:,}")
+        labelled_col.metric("With feedback", f"{stats['labelled'] + stats['not_digit']['said_not_digit']:,}")
         accuracy = stats["accuracy"]
         accuracy_col.metric("Accuracy on feedback", "–" if accuracy is None else f"{accuracy:.1%}")
+        counts = stats["not_digit"]
+        if counts["flagged"] or counts["said_not_digit"]:
+            st.caption(
+                f"**Not a digit**: the model said so {counts['flagged']:,} times; users said so "
+                f"{counts['said_not_digit']:,} times (the model agreed on {counts['agreed']:,}, missed "
+                f"{counts['missed']:,}), and gave a digit for {counts['false_alarms']:,} the model had flagged. "
+                "Digit accuracy counts only answers that are digits."
+            )
         if stats["labelled"]:
             per_digit = pd.DataFrame(
                 {

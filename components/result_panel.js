@@ -1,13 +1,17 @@
 // The result panel (Streamlit Components v2, see app.py): fills the confidence, image and bars from `data`,
-// and sends one trigger, `label`, when the user confirms or picks the true digit.
+// and sends one trigger, `label`, when the user confirms the answer or picks the true one: a digit, or
+// `data.not_digit` for "Not a digit".
 const DIGITS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+const NOT_DIGIT = "not-digit";  // the picker's value for "Not a digit" (sent as data.not_digit)
 const percent = (p, digits) => (100 * p).toFixed(digits) + "%";
 
 export default function ({ data, parentElement, setTriggerValue }) {
   const root = parentElement.querySelector(".panel") || build(parentElement);
-  root.send = (label) => setTriggerValue("label", label);
-  root.digit = data.digit;
-  root.querySelector(".confidence b").textContent = data.confidence;
+  root.send = (value) => setTriggerValue("label", value === NOT_DIGIT ? data.not_digit : value);
+  root.answer = data.is_digit ? data.digit : NOT_DIGIT;
+  root.querySelector(".confidence").innerHTML = data.is_digit
+    ? `Confidence <b>${data.confidence}</b>`
+    : `Best guess <b>${data.digit}</b> at <b>${data.confidence}</b>`;
   root.querySelectorAll(".bar").forEach((bar, digit) => {
     const p = data.probabilities[digit];
     bar.classList.toggle("top", digit === data.digit);
@@ -16,12 +20,13 @@ export default function ({ data, parentElement, setTriggerValue }) {
     bar.querySelector(".pct").textContent = percent(p, 0);
     bar.querySelector(".fill").style.height = Math.max(100 * p, 1) + "%";
   });
-  root.querySelector(".yes-text").textContent = `Yes, it's ${data.digit}`;
+  root.querySelector(".yes-text").textContent = data.is_digit ? `Yes, it's ${data.digit}` : "Right, it's not a digit";
+  const saved = data.label === data.not_digit ? NOT_DIGIT : data.label;
   if (root.image !== data.image) root.querySelector("img").src = data.image;  // re-setting a src reloads it
-  if (root.image !== data.image || root.saved !== data.label) {  // a new prediction or a new saved label
+  if (root.image !== data.image || root.saved !== saved) {  // a new prediction or a new saved label
     root.image = data.image;
-    root.saved = data.label;
-    pick(root, data.label);
+    root.saved = saved;
+    pick(root, saved);
   }
 }
 
@@ -30,10 +35,11 @@ function build(parentElement) {
   root.className = "panel";
   const bars = DIGITS.map((d) =>
     `<div class="bar"><span class="pct"></span><div class="fill"></div><span class="digit">${d}</span></div>`);
-  const radios = DIGITS.map((d) =>
-    `<button type="button" role="radio" aria-checked="false" data-digit="${d}">${d}</button>`);
+  const radios = [...DIGITS, NOT_DIGIT].map((d) =>
+    `<button type="button" role="radio" aria-checked="false" data-value="${d}"${d === NOT_DIGIT ? ' class="none"' : ""}>` +
+    `${d === NOT_DIGIT ? "Not a digit" : d}</button>`);
   root.innerHTML = `<div class="summary">
-      <figure><p class="confidence">Confidence <b></b></p><img alt="The 28 by 28 image the model saw">
+      <figure><p class="confidence"></p><img alt="The 28 by 28 image the model saw">
         <figcaption>What the model saw (28×28)</figcaption></figure>
       <div class="bars" role="img" aria-label="Probability of each digit">${bars.join("")}</div></div>
     <div class="feedback"><p class="question">Was it right?</p>
@@ -44,17 +50,17 @@ function build(parentElement) {
   root.addEventListener("click", (event) => {
     const button = event.target.closest("button");
     if (!button || button.disabled) return;
-    if (button.classList.contains("yes")) root.send(root.digit);
+    if (button.classList.contains("yes")) root.send(root.answer);
     else if (button.classList.contains("submit")) root.send(root.picked);
-    else pick(root, Number(button.dataset.digit));
+    else pick(root, button.dataset.value === NOT_DIGIT ? NOT_DIGIT : Number(button.dataset.value));
   });
   parentElement.appendChild(root);
   return root;
 }
 
-function pick(root, digit) {
-  root.picked = digit;
+function pick(root, value) {
+  root.picked = value;
   root.querySelectorAll("[role=radio]").forEach((radio) =>
-    radio.setAttribute("aria-checked", String(Number(radio.dataset.digit) === digit)));
-  root.querySelector(".submit").disabled = digit === null;
+    radio.setAttribute("aria-checked", String(radio.dataset.value === String(value))));
+  root.querySelector(".submit").disabled = value === null || value === undefined;
 }
