@@ -21,13 +21,32 @@ import torch
 import torch.nn.functional as F
 
 import utils
-from drawn import DRAWN_CHECK_SEED, canvas_drawing
+from dataset import Split
+from drawn import DRAWN_CHECK_SEED, PEN_DIGITS_HELDOUT, canvas_drawing, pen_digits
 
-KEEP_DIGITS = 0.999  # the threshold keeps at least this share of validation digits (plain and canvas-drawn)
+KEEP_DIGITS = 0.999  # the threshold keeps at least this share of validation digits (plain, re-drawn, pen-drawn)
 ECE_BINS = 15
 BATCH = 1_000
 HELDOUT_NEGATIVES = 3_000
 HELDOUT_SEED = 7_777
+PEN_VALIDATION = 2_000  # pen-drawn digits (the training ways, a seed of their own) among the validation digits
+PEN_HELDOUT = 1_000  # pen-drawn digits in ways training never saw, for the report
+# Candidate temperatures (log-spaced): one parameter, so a grid is exact enough and cannot diverge.
+TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(4.0), 241))
+
+
+@torch.inference_mode()
+def logits_of(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, 28, 28) -> (N, classes) logits in float64, in batches."""
+    model.eval()
+    return torch.cat([model(images[i : i + BATCH]).double() for i in range(0, len(images), BATCH)])
+
+
+def fit_temperature(digit_logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The temperature whose digit probabilities give `labels` the highest likelihood (temperature scaling: it
+    rescales every confidence and changes no answer)."""
+    losses = [float(F.cross_entropy(digit_logits / t, labels)) for t in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(losses))])
 
 
 @torch.inference_mode()
@@ -59,12 +78,13 @@ def drawn_inputs(images: torch.Tensor, size: int, seed: int) -> tuple[torch.Tens
 
 @dataclass
 class Choice:
-    """The chosen threshold and the trade-off curve it was chosen on (validation)."""
+    """The chosen threshold and the trade-off curve it was chosen on (validation), and the fitted temperature."""
 
     threshold: float
     digits_kept: float
     flagged: float
     curve: list[tuple[float, float, float]]  # (threshold, digits kept, non-digits flagged)
+    temperature: float = 1.0
 
 
 def choose_threshold(digit_scores: np.ndarray, negative_scores: np.ndarray, keep: float = KEEP_DIGITS) -> Choice:
@@ -97,16 +117,21 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return float(total)
 
 
-def calibrate(model: utils.MNISTClassifier, val_digits: torch.Tensor, val_negatives: torch.Tensor, seed: int) -> Choice:
-    """Choose the threshold on validation digits (plain and canvas-drawn) and validation non-digits; store it in the
-    model (its config travels in the checkpoint)."""
-    drawn, _ = drawn_inputs(val_digits, len(val_digits), seed)
-    _, plain_scores = scores(model, val_digits)
-    _, drawn_scores = scores(model, drawn)
+def calibrate(model: utils.MNISTClassifier, val_digits: Split, val_negatives: torch.Tensor, seed: int) -> Choice:
+    """Fit the temperature, then choose the not-a-digit threshold, on validation only: digits plain, re-drawn on the
+    canvas and pen-drawn, and non-digits. Both are stored in the model (its config travels in the checkpoint)."""
+    drawn, picks = drawn_inputs(val_digits.images, len(val_digits), seed)
+    pen, pen_labels = pen_digits(min(PEN_VALIDATION, len(val_digits)), seed)
+    images = torch.cat([val_digits.images, drawn, pen])
+    labels = torch.cat([val_digits.labels, val_digits.labels[torch.from_numpy(picks)], pen_labels])
+    model.set_calibration(temperature=1.0)
+    temperature = fit_temperature(logits_of(model, images)[:, : len(utils.CLASSES)], labels)
+    model.set_calibration(temperature=temperature)
+    _, digit_scores = scores(model, images)
     _, negative_scores = scores(model, val_negatives)
-    choice = choose_threshold(np.concatenate([plain_scores, drawn_scores]), negative_scores)
-    model.reject_threshold = choice.threshold
-    model.config["reject_threshold"] = choice.threshold
+    choice = choose_threshold(digit_scores, negative_scores)
+    choice.temperature = temperature
+    model.set_calibration(reject_threshold=choice.threshold)
     return choice
 
 
@@ -124,8 +149,12 @@ def report(
     _, negative = scores(model, heldout)
     flagged = negative >= threshold
     families = Counter(kinds)
+    pen, pen_labels = pen_digits(min(PEN_HELDOUT, drawn_size), HELDOUT_SEED, PEN_DIGITS_HELDOUT)
+    pen_probs, pen_not_digit = scores(model, pen)
+    pen_right = (pen_not_digit < threshold) & (pen_probs.argmax(axis=1) == pen_labels.numpy())
     return {
         "threshold": threshold,
+        "temperature": float(getattr(model, "temperature", 1.0)),
         "heldout_flagged": float(flagged.mean()) if len(flagged) else 0.0,
         "heldout_count": len(flagged),
         "heldout_by_family": {name: float(flagged[[k == name for k in kinds]].mean()) for name in sorted(families)},
@@ -134,6 +163,8 @@ def report(
         "drawn_accepted_and_right": float(accepted_right.mean()),
         "drawn_kept": float((drawn_not_digit < threshold).mean()),
         "drawn_count": len(picks),
+        "pen_heldout_accepted_and_right": float(pen_right.mean()),
+        "pen_heldout_count": len(pen_labels),
         "ece_test": expected_calibration_error(probs, labels),
     }
 
@@ -147,8 +178,11 @@ def print_report(figures: dict[str, Any]) -> None:
         print(f"  {name:<32} {share:.2%}")
     print(
         f"official test: digits kept {figures['test_digits_kept']:.2%}, argmax accuracy "
-        f"{figures['test_accuracy_digits']:.2%}, ECE {figures['ece_test']:.3%}; canvas-drawn test digits: accepted and "
-        f"right {figures['drawn_accepted_and_right']:.2%}, kept {figures['drawn_kept']:.2%} ({figures['drawn_count']})"
+        f"{figures['test_accuracy_digits']:.2%}, ECE {figures['ece_test']:.3%} (temperature "
+        f"{figures['temperature']:.3f}); canvas-drawn test digits: accepted and right "
+        f"{figures['drawn_accepted_and_right']:.2%}, kept {figures['drawn_kept']:.2%} ({figures['drawn_count']}); "
+        f"pen-drawn digits in held-out ways: accepted and right {figures['pen_heldout_accepted_and_right']:.2%} "
+        f"({figures['pen_heldout_count']})"
     )
 
 

@@ -142,7 +142,21 @@ TRAIN_SHAPES: dict[str, tuple[list[Stroke], tuple[float, float]]] = {
     "asterisk": ([[(0.5, 0.0), (0.5, 1.0)], [(0.07, 0.25), (0.93, 0.75)], [(0.93, 0.25), (0.07, 0.75)]], (0.9, 1.1)),
     "equals": ([[(0.0, 0.3), (1.0, 0.3)], [(0.0, 0.7), (1.0, 0.7)]], (1.2, 2.0)),
     "dash": ([[(0.0, 0.5), (1.0, 0.5)]], (2.0, 4.0)),
-}
+    "trapezoid": ([[(0.25, 0.0), (0.75, 0.0), (1.0, 1.0), (0.0, 1.0), (0.25, 0.0)]], (1.1, 1.6)),
+    "parallelogram": ([[(0.3, 0.0), (1.0, 0.0), (0.7, 1.0), (0.0, 1.0), (0.3, 0.0)]], (1.3, 1.9)),
+    "hourglass": ([[(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.0, 0.0)]], (0.6, 0.9)),
+    "bowtie": ([[(0.0, 0.0), (1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (0.0, 0.0)]], (1.2, 1.7)),
+    "infinity": ([[(0.5 + 0.5 * np.sin(t), 0.5 + 0.35 * np.sin(2 * t)) for t in np.linspace(0, 2 * np.pi, 40)]],
+                 (1.6, 2.4)),
+    "target": ([arc(0.5, 0.5, 0.5, 0.5, 0, 360, 24), arc(0.5, 0.5, 0.22, 0.22, 0, 360, 14)], (0.9, 1.1)),
+    "crossed-circle": ([arc(0.5, 0.5, 0.5, 0.5, 0, 360, 24), [(0.5, 0.0), (0.5, 1.0)], [(0.0, 0.5), (1.0, 0.5)]],
+                       (0.9, 1.1)),
+    "eye": ([[*arc(0.5, 1.0, 0.6, 0.75, 215, 325, 12), *arc(0.5, 0.0, 0.6, 0.75, 35, 145, 12)],
+             arc(0.5, 0.5, 0.15, 0.2, 0, 360, 12)], (1.5, 2.2)),
+    "coil": ([[(0.1 + 0.8 * t + 0.12 * np.cos(2 * np.pi * 4 * t), 0.5 - 0.45 * np.sin(2 * np.pi * 4 * t))
+               for t in np.linspace(0, 1, 60)]], (1.8, 3.0)),
+    "triangle-down": ([[(0.0, 0.0), (1.0, 0.0), (0.5, 1.0), (0.0, 0.0)]], (0.8, 1.3)),
+}  # fmt: skip
 
 # Shapes training never sees (the held-out figures).
 HELDOUT_SHAPES: dict[str, tuple[list[Stroke], tuple[float, float]]] = {
@@ -210,6 +224,21 @@ def shape(shapes: dict[str, tuple[list[Stroke], tuple[float, float]]], rng: np.r
     names = sorted(shapes)
     strokes, aspect = shapes[names[int(rng.integers(len(names)))]]
     return pen_drawing(strokes, rng, aspect=aspect, height=(70, 240), wobble=0.025, max_slant_deg=15)
+
+
+def outline(rng: np.random.Generator) -> np.ndarray:
+    """A closed outline that is no digit: a random polygon of 3-5 corners (more would round it into a 0), or a round
+    shape with 3-7 deep bumps (each dips a quarter of the radius or more, so it never passes for a sloppy 0)."""
+    if rng.random() < 0.5:
+        corners = int(rng.integers(3, 6))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, corners))
+        radii = rng.uniform(0.35, 1.0, corners)
+    else:
+        lobes, depth, phase = int(rng.integers(3, 8)), rng.uniform(0.25, 0.45), rng.uniform(0, 2 * np.pi)
+        angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        radii = 1.0 - depth * (0.5 + 0.5 * np.sin(lobes * angles + phase))
+    points = [(0.5 + 0.5 * r * np.cos(a), 0.5 + 0.5 * r * np.sin(a)) for r, a in zip(radii, angles)]
+    return pen_drawing([[*points, points[0]]], rng, aspect=(0.7, 1.4), height=(80, 240), wobble=0.02)
 
 
 def smooth_scribble(rng: np.random.Generator) -> list[Stroke]:
@@ -313,10 +342,11 @@ def families(source: str, digits: torch.Tensor) -> dict[str, tuple[float, Family
     if source == "train":
         fonts = _fonts(DEJAVU)
         return {
-            "letter (strokes)": (0.26, stroke_letter),
-            "letter (DejaVu)": (0.18, lambda rng: font_letter(fonts, rng)),
+            "letter (strokes)": (0.24, stroke_letter),
+            "letter (DejaVu)": (0.16, lambda rng: font_letter(fonts, rng)),
             "shape": (0.22, lambda rng: shape(TRAIN_SHAPES, rng)),
-            "scribble": (0.12, scribble),
+            "outline": (0.06, outline),
+            "scribble": (0.10, scribble),
             "blob": (0.04, blob),
             "crossed-out digit": (0.08, lambda rng: crossed_out(digits, rng)),
             "digits side by side": (0.10, lambda rng: digits_side_by_side(digits, rng)),

@@ -3,10 +3,13 @@
     make promote VERSION=7     # = python train.py --promote 7
     make rollback              # = python train.py --rollback
 
-The gate evaluates the registered version on the official MNIST test set and on the project's drawn-digit check
-(2,000 test digits re-drawn as canvas strokes, read through the app's preprocessing), and the current production
-model the same way. It refuses, with a non-zero exit and `models/model.pth` untouched, unless the candidate reaches
-`MIN_OFFICIAL` and neither figure falls more than `MAX_DROP` below production's. On success the file is replaced
+The gate evaluates the registered version on the official MNIST test set, on the project's drawn-digit check
+(2,000 test digits re-drawn as canvas strokes, read through the app's preprocessing; a digit called "not a digit"
+counts as wrong) and, for a model with the "not a digit" class, on the held-out non-digits (calibration.py), and the
+current production model the same way. It refuses, with a non-zero exit and `models/model.pth` untouched, unless
+the candidate reaches `MIN_OFFICIAL` (and `MIN_FLAGGED`), neither digit figure falls more than `MAX_DROP` below
+production's, and it flags non-digits no less than `MAX_FLAGGED_DROP` below production (or at all, if production
+does). On success the file is replaced
 atomically, the registry's alias `production` moves to the version and `previous` to the one before; the model it
 replaced is kept as `models/previous.pth` (git-ignored) and described in `models/production.json`.
 """
@@ -22,15 +25,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import calibration
 import drawn
 import registry
 from dataset import Split, load_mnist
+from negatives import make_negatives
 from train import evaluate
 from plots import plot_confusion
-from utils import DEFAULT_MODEL_PATH, Checkpoint, ModelLoadError, load_checkpoint
+from utils import DEFAULT_MODEL_PATH, Checkpoint, ModelLoadError, knows_not_digit, load_checkpoint
 
 MIN_OFFICIAL = 0.995  # the official test accuracy a production model must reach
 MAX_DROP = 0.001  # a promotion may not cost more than 0.1 points on either figure
+MIN_FLAGGED = 0.90  # a model that can say "not a digit" must say it for this share of the held-out non-digits
+MAX_FLAGGED_DROP = 0.01  # ... and not for fewer than production's share less one point (3,000 drawings: noise ~0.5)
 
 
 class Paths:
@@ -43,11 +52,18 @@ class Paths:
         self.record = self.dir / "production.json"
 
 
-def gate_figures(checkpoint: Checkpoint, test: Split) -> dict[str, Any]:
+def gate_figures(checkpoint: Checkpoint, test: Split, heldout: torch.Tensor) -> dict[str, Any]:
+    """Official test accuracy, the drawn-digit check, and the share of `heldout` non-digits flagged (None for a
+    model without the class)."""
     report = evaluate(checkpoint.model, test)
+    flagged = None
+    if knows_not_digit(checkpoint.model):
+        _, scores = calibration.scores(checkpoint.model, heldout)
+        flagged = float((scores >= checkpoint.model.reject_threshold).mean())
     return {
         "official": report["accuracy"],
         "drawn": drawn.drawn_digit_accuracy(checkpoint.model, test.images, test.labels),
+        "flagged": flagged,
         "report": report,
     }
 
@@ -59,6 +75,9 @@ def gate(candidate: dict[str, Any], production: dict[str, Any] | None, dry_run: 
     )
     if candidate["official"] < MIN_OFFICIAL:
         reasons.append(f"official test {candidate['official']:.2%} is below the {MIN_OFFICIAL:.1%} bar")
+    flagged, production_flagged = candidate.get("flagged"), (production or {}).get("flagged")
+    if flagged is not None and flagged < MIN_FLAGGED:
+        reasons.append(f"it flags {flagged:.2%} of the held-out non-digits, below the {MIN_FLAGGED:.0%} bar")
     if production is not None:
         for key, name in (("official", "official test"), ("drawn", "drawn-digit check")):
             if candidate[key] < production[key] - MAX_DROP:
@@ -66,6 +85,13 @@ def gate(candidate: dict[str, Any], production: dict[str, Any] | None, dry_run: 
                     f"{name} {candidate[key]:.2%} is more than {MAX_DROP * 100:.1f} points below production's "
                     f"{production[key]:.2%}"
                 )
+        if production_flagged is not None and flagged is None:
+            reasons.append('it cannot say "not a digit", which production can')
+        elif production_flagged is not None and flagged is not None and flagged < production_flagged - MAX_FLAGGED_DROP:
+            reasons.append(
+                f"it flags {flagged:.2%} of the held-out non-digits, more than {MAX_FLAGGED_DROP * 100:.0f} point "
+                f"below production's {production_flagged:.2%}"
+            )
     return reasons
 
 
@@ -115,12 +141,14 @@ def promote(version: str, data_dir: str | None) -> int:
         production = load_checkpoint(paths.model) if paths.model.is_file() else None
         _, test, _ = load_mnist(data_dir)
         print(f"gate: version {version} against production ({paths.model}) ...")
-        figures = gate_figures(candidate, test)
-        current = gate_figures(production, test) if production else None
-        print(f"{'':22}{'official test':>15}{'drawn check':>13}")
-        print(f"{'candidate v' + str(version):22}{figures['official']:>15.2%}{figures['drawn']:>13.2%}")
-        if current:
-            print(f"{'production':22}{current['official']:>15.2%}{current['drawn']:>13.2%}")
+        heldout, _ = make_negatives(calibration.HELDOUT_NEGATIVES, "heldout", test.images, calibration.HELDOUT_SEED)
+        figures = gate_figures(candidate, test, heldout)
+        current = gate_figures(production, test, heldout) if production else None
+        print(f"{'':22}{'official test':>15}{'drawn check':>13}{'non-digits flagged':>20}")
+        for name, row in ((f"candidate v{version}", figures), ("production", current)):
+            if row is not None:
+                shown = "-" if row["flagged"] is None else f"{row['flagged']:.2%}"
+                print(f"{name:22}{row['official']:>15.2%}{row['drawn']:>13.2%}{shown:>20}")
         reasons = gate(figures, current, dry_run=bool(candidate.meta.get("dry_run")))
         if reasons:
             print("promotion refused: " + "; ".join(reasons) + f".\n{paths.model} is unchanged.")
@@ -142,7 +170,7 @@ def promote(version: str, data_dir: str | None) -> int:
             **shipped_facts,
             "registry_version": str(version),
             "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "gate": {"official": figures["official"], "drawn": figures["drawn"]},
+            "gate": {"official": figures["official"], "drawn": figures["drawn"], "flagged": figures["flagged"]},
             "previous": replaced_facts,
         },
     )

@@ -32,7 +32,8 @@ import db
 import train
 from dataset import Split, load_mnist, split_validation
 from registry import Run
-from utils import CLASSES, IMAGE_SIZE, NOT_DIGIT, load_checkpoint
+import utils
+from utils import IMAGE_SIZE, NOT_DIGIT, load_checkpoint
 
 HOLDOUT_FRACTION = 0.2
 
@@ -173,10 +174,11 @@ def fine_tune(args: argparse.Namespace, device: torch.device, run: Run, feedback
     if args.ema is None:
         args.ema = float(base_recipe.get("ema") or 0.0)
     model = base.model.to(memory_format=torch.contiguous_format).to(device)
-    knows_not_digit = int(base.model.config.get("num_classes", len(CLASSES))) > len(CLASSES)
+    knows_not_digit = utils.knows_not_digit(base.model)
     if not knows_not_digit:  # a 10-class base cannot learn "Not a digit" answers: fine-tune on the digits only
         feedback = drop_not_digit(feedback)
     before = train.evaluate(model, feedback.holdout, device=device)["accuracy"]
+    model.set_calibration(temperature=1.0)  # trained on raw logits; record_run fits the candidate's own temperature
     full_train, test_split, digests = load_mnist(args.data_dir)
     train_split, val_split = split_validation(full_train, train.VALIDATION_SIZE, args.seed)
     not_digit_val = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,7 @@ class MNISTClassifier(nn.Module):
         std: float = MNIST_STD,
         num_classes: int = len(CLASSES),
         reject_threshold: float = 0.5,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         self.config: dict[str, Any] = {
@@ -93,12 +95,18 @@ class MNISTClassifier(nn.Module):
             "std": std,
             "num_classes": num_classes,
             "reject_threshold": reject_threshold,
+            "temperature": temperature,
         }
         if num_classes not in (len(CLASSES), len(CLASSES) + 1):
             raise ValueError(f"num_classes must be 10 (digits) or 11 (digits + not a digit), got {num_classes}")
         # With an 11th class, an input is called "not a digit" when that class's probability reaches this (chosen on
         # a validation split by train.py and stored in the checkpoint's config).
         self.reject_threshold = reject_threshold
+        # Logits are divided by this (fitted on validation by calibration.py after training; 1 while training), so
+        # the confidences a user reads are as often right as they say: label smoothing alone leaves them too low.
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        self.temperature = float(temperature)
         self.register_buffer("mean", torch.tensor(mean))
         self.register_buffer("std", torch.tensor(std))
         c1, c2, c3 = channels
@@ -123,11 +131,25 @@ class MNISTClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
-        return self.classifier(self.features(x))
+        logits = self.classifier(self.features(x))
+        return logits if self.temperature == 1.0 else logits / self.temperature
+
+    def set_calibration(self, temperature: float | None = None, reject_threshold: float | None = None) -> None:
+        """Set what calibration.py chose on validation; the config (saved in the checkpoint) follows."""
+        if temperature is not None:
+            self.temperature = self.config["temperature"] = float(temperature)
+        if reject_threshold is not None:
+            self.reject_threshold = self.config["reject_threshold"] = float(reject_threshold)
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def knows_not_digit(model: nn.Module) -> bool:
+    """Whether the model has the 11th output, "not a digit" (checkpoints from before it have ten)."""
+    config = getattr(model, "config", {})
+    return int(config.get("num_classes", len(CLASSES))) > len(CLASSES)
 
 
 @dataclass(frozen=True)

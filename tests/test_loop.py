@@ -160,6 +160,19 @@ def test_promotion_that_passes_the_gate_ships_atomically_and_rollback_restores(
         ({"official": 0.9956, "drawn": 0.9965}, {"official": 0.9968, "drawn": 0.9965}, ["official test"]),
         ({"official": 0.9975, "drawn": 0.9950}, {"official": 0.9968, "drawn": 0.9965}, ["drawn-digit check"]),
         ({"official": 0.9959, "drawn": 0.9956}, {"official": 0.9968, "drawn": 0.9965}, []),  # 0.09 points: allowed
+        # "Not a digit": at least 90 % of the held-out non-digits, no drop of more than a point, never lost.
+        ({"official": 0.997, "drawn": 0.996, "flagged": 0.95}, {"official": 0.997, "drawn": 0.996}, []),
+        ({"official": 0.997, "drawn": 0.996, "flagged": 0.85}, None, ["below the 90% bar"]),
+        (
+            {"official": 0.997, "drawn": 0.996, "flagged": 0.93},
+            {"official": 0.997, "drawn": 0.996, "flagged": 0.95},
+            ["below production's"],
+        ),
+        (
+            {"official": 0.997, "drawn": 0.996, "flagged": None},
+            {"official": 0.997, "drawn": 0.996, "flagged": 0.95},
+            ["cannot say"],
+        ),
     ],
 )
 def test_gate_refuses_below_the_bar_or_a_drop_of_more_than_a_tenth_of_a_point(
