@@ -61,8 +61,8 @@ canvas_style_fix = st.components.v2.component(
 # page at each step of a rerun, so an empty panel waiting under the canvas slowed every Predict by ~5 ms (p50 of
 # the click-to-metric time, both versions measured in one run). Mounted with the answer, it costs nothing in the
 # renders that come before it.
-# Data in: {digit, confidence, probabilities, image, label, is_digit, not_digit}. One trigger out, `label`: a digit,
-# or the `not_digit` value for "Not a digit", which the server validates before storing it.
+# Data in: {digit, confidence, probabilities, image, label, is_digit, not_digit_score, not_digit}. One trigger out,
+# `label`: a digit, or the `not_digit` value for "Not a digit", which the server validates before storing it.
 result_panel = st.components.v2.component(
     "mnist_result_panel",
     css=(COMPONENTS_DIR / "result_panel.css").read_text(),
@@ -155,7 +155,7 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     # Logged (or spooled) before it is shown: an answer a user has seen is never lost, even if this process dies
     # the next moment (a replica killed behind the proxy). The wait is ~1 ms, at most DB_WRITE_TIMEOUT when hung.
     if result["id"] is None:  # waits at most DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool
-        knows_not_digit = int(checkpoint.model.config.get("num_classes", 10)) > len(utils.CLASSES)
+        knows_not_digit = utils.knows_not_digit(checkpoint.model)
         result["id"] = database.log_prediction(
             prediction.digit,
             prediction.confidence,
@@ -172,10 +172,7 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
         st.metric("Prediction", prediction.digit)
     else:  # letters, shapes, scribbles: say so rather than give a confident wrong digit
         st.metric("Prediction", NOT_A_DIGIT_ANSWER)
-        st.caption(
-            f"Best guess **{prediction.digit}** at {utils.format_confidence(prediction.confidence)} "
-            f"(not-a-digit score {prediction.not_digit_score:.0%})"
-        )
+        st.caption(f"Best guess **{prediction.digit}** at {utils.format_confidence(prediction.confidence)}")
     # Said next to the answer (inside the first screenful), and gone as soon as the spool has been replayed.
     waiting = result["id"] < 0 or (result.get("label_spooled") and database.pending() > 0)
     if waiting:
@@ -232,6 +229,7 @@ def panel_data(result: dict[str, Any]) -> dict[str, Any]:
         "image": thumbnail(result["png"]),
         "label": result["label"],
         "is_digit": prediction.is_digit,
+        "not_digit_score": utils.format_confidence(prediction.not_digit_score),
         "not_digit": db.NOT_A_DIGIT,  # the value the panel sends for "Not a digit"
     }
 
@@ -303,18 +301,10 @@ def thumbnail(png: bytes | None) -> str | None:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii") if png else None
 
 
-def answer_text(row: dict[str, Any]) -> str:
-    """What the app answered, as History shows it."""
-    if row.get("is_digit") is False:
-        return f"Not a digit (best guess {row['predicted_digit']})"
-    return str(row["predicted_digit"])
-
-
-def label_text(row: dict[str, Any]) -> str:
-    """The user's answer, as History shows it."""
-    if row.get("labelled_not_digit"):
-        return "Not a digit"
-    return "" if row["true_label"] is None else str(row["true_label"])
+def not_digit_text(row: dict[str, Any]) -> str:
+    """Who called the drawing "not a digit": the model (its answer), the user (their feedback), both, or nobody."""
+    model, user = row.get("is_digit") is False, bool(row.get("labelled_not_digit"))
+    return " + ".join(who for who, said in (("model", model), ("user", user)) if said)
 
 
 def export_url(digit: int | None, correct: bool | None, not_digit: bool | None) -> str:
@@ -356,9 +346,10 @@ def history_section(database: db.Database) -> None:
         {
             "Time": [r["created_at"] for r in rows],
             "Image": [thumbnail(r["image"]) for r in rows],
-            "Predicted": [answer_text(r) for r in rows],
+            "Predicted": [r["predicted_digit"] for r in rows],  # the best digit, even where it said "not a digit"
             "Confidence": [utils.format_confidence(r["confidence"]) for r in rows],  # as the answer said it
-            "True label": [label_text(r) for r in rows],
+            "Not a digit": [not_digit_text(r) for r in rows],
+            "True label": [r["true_label"] for r in rows],
             "Correct": [{None: "", True: "✓", False: "✗"}[r["correct"]] for r in rows],
             "ID": [r["id"] for r in rows],
         }
@@ -370,6 +361,10 @@ def history_section(database: db.Database) -> None:
         column_config={
             "Time": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
             "Image": st.column_config.ImageColumn(width="small"),
+            "Not a digit": st.column_config.TextColumn(
+                help='Who called the drawing "not a digit": the model (its answer), the user (the feedback), or both'
+            ),
+            "True label": st.column_config.NumberColumn(format="%d"),
         },
     )
     newer_col, where_col, older_col, export_col = st.columns((1, 2, 1, 2), vertical_alignment="center")

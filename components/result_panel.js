@@ -9,9 +9,10 @@ export default function ({ data, parentElement, setTriggerValue }) {
   const root = parentElement.querySelector(".panel") || build(parentElement);
   root.send = (value) => setTriggerValue("label", value === NOT_DIGIT ? data.not_digit : value);
   root.answer = data.is_digit ? data.digit : NOT_DIGIT;
+  // Not a digit: the best guess and its confidence are said under the answer (app.py); here, how sure the "no" is.
   root.querySelector(".confidence").innerHTML = data.is_digit
     ? `Confidence <b>${data.confidence}</b>`
-    : `Best guess <b>${data.digit}</b> at <b>${data.confidence}</b>`;
+    : `Not a digit <b>${data.not_digit_score}</b>`;
   root.querySelectorAll(".bar").forEach((bar, digit) => {
     const p = data.probabilities[digit];
     bar.classList.toggle("top", digit === data.digit);

@@ -57,6 +57,15 @@ DIGITS: dict[int, list[list[Point]]] = {
 }
 
 
+# Not digits, drawn as people draw them when they try the app: letters and a doodle.
+NOT_DIGITS: dict[str, list[list[Point]]] = {
+    "A": [[(60, 240), (140, 40), (220, 240)], [(95, 165), (185, 165)]],
+    "H": [[(70, 40), (72, 240)], [(210, 40), (208, 240)], [(72, 140), (208, 138)]],
+    "star": [[(140, 30), (170, 110), (250, 110), (185, 160), (210, 245), (140, 195), (70, 245), (95, 160), (30, 110),
+              (110, 110), (140, 30)]],
+}  # fmt: skip
+
+
 def chromium_path() -> str | None:
     found = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
     return found if Path(found).exists() else None

@@ -164,7 +164,7 @@ def test_history_lists_filters_and_offers_csv(page: Callable[[], AppTest], datab
     at.selectbox(key="history_digit").set_value(None).run()
     at.selectbox(key="history_correct").set_value("Incorrect").run()
     assert list(at.dataframe[0].value["Predicted"]) == [7]
-    assert any("Download CSV" in str(getattr(e, "label", "")) for e in at.get("download_button"))
+    assert any("Download CSV" in str(getattr(e, "proto", "")) for e in at.get("link_button"))
 
 
 def test_stats_show_totals_accuracy_and_the_model_card(page: Callable[[], AppTest], database: db.Database) -> None:

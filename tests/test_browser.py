@@ -26,6 +26,7 @@ pytestmark = pytest.mark.browser
 SCREENSHOTS = Path(__file__).resolve().parent.parent / ".github" / "screenshots"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1100, "height": 1000}
+LAPTOP = {"width": 1280, "height": 800}
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -80,14 +81,16 @@ def predict(page: Any) -> str:
     return browser.metric_value(page, "Prediction")
 
 
-def screenshot(page: Any, name: str) -> None:
-    """Whole page: Streamlit scrolls inside its own container, so grow the viewport to the content first."""
-    height = page.evaluate(
-        "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], section, body')]"
-        ".map(e => e.scrollHeight))"
-    )
+def screenshot(page: Any, name: str, whole_page: bool = True) -> None:
+    """Whole page (Streamlit scrolls inside its own container, so grow the viewport to the content first), or with
+    `whole_page=False` the first screenful only: what a user sees without scrolling."""
     size = page.viewport_size
-    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 4000)})
+    if whole_page:
+        height = page.evaluate(
+            "() => Math.max(...[...document.querySelectorAll('[data-testid=\"stMain\"], section, body')]"
+            ".map(e => e.scrollHeight))"
+        )
+        page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 4000)})
     page.evaluate("() => { window.scrollTo(0, 0); document.querySelectorAll('*').forEach(e => { e.scrollTop = 0; }); }")
     page.wait_for_timeout(400)
     browser.ARTIFACTS.mkdir(exist_ok=True)
@@ -237,7 +240,41 @@ def test_phone_viewport_fits_without_horizontal_scrolling(chromium: Any, app_url
     page.context.close()
 
 
-@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, PHONE], ids=["laptop", "phone"])
+@pytest.mark.parametrize(
+    ("name", "viewport"), [("A", LAPTOP), ("H", PHONE), ("star", LAPTOP)], ids=["A-laptop", "H-phone", "star-laptop"]
+)
+def test_a_drawn_letter_or_doodle_is_called_not_a_digit_and_its_row_says_so(
+    chromium: Any, app_url: str, app_db: str, name: str, viewport: dict[str, int]
+) -> None:
+    phone = viewport == PHONE
+    page = open_page(chromium, app_url, viewport=viewport, touch=phone)
+    (browser.touch_strokes if phone else browser.mouse_strokes)(page, browser.NOT_DIGITS[name])
+    assert predict(page) == "This doesn't look like a digit"
+    guess = page.get_by_text("Best guess").first
+    guess.wait_for(timeout=15_000)
+    with psycopg2.connect(app_db) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, is_digit, not_digit_score FROM predictions ORDER BY id DESC LIMIT 1")
+        row_id, is_digit, score = cur.fetchone()  # type: ignore[misc]
+    conn.close()
+    assert is_digit is False and score > 0.5
+    page.get_by_role("button", name="Right, it's not a digit").click()
+    page.get_by_text("Saved not a digit").wait_for(timeout=15_000)
+    with psycopg2.connect(app_db) as conn, conn.cursor() as cur:
+        cur.execute("SELECT labelled_not_digit, true_label FROM predictions WHERE id = %s", (row_id,))
+        assert cur.fetchone() == (True, None)
+    conn.close()
+    for element in (page.locator('[data-testid="stMetric"]').first, guess):  # said where people look
+        box = element.bounding_box()
+        assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], box
+    if name != "star":
+        screenshot(page, f"not-a-digit-{'phone' if phone else 'laptop'}.png", whole_page=False)
+    if name == "A":
+        page.get_by_role("radio", name="History").click()
+        page.get_by_role("gridcell", name="model + user").first.wait_for(timeout=15_000)
+    page.context.close()
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
 def test_answer_and_confidence_are_in_the_first_screenful(
     chromium: Any, app_url: str, viewport: dict[str, int]
 ) -> None:
