@@ -195,7 +195,8 @@ def pen_drawing(
     ratio = rng.uniform(*aspect)
     tall = min(tall, (CANVAS - 16) / max(ratio, 1e-6))  # wide shapes: keep the whole box on the canvas
     width = tall * ratio
-    left, top = rng.uniform(8, CANVAS - 8 - width), rng.uniform(8, CANVAS - 8 - tall)
+    # max(): a box clamped to the canvas above can exceed it by a rounding error
+    left, top = rng.uniform(8, max(8.0, CANVAS - 8 - width)), rng.uniform(8, max(8.0, CANVAS - 8 - tall))
     slant = math.radians(rng.uniform(-max_slant_deg, max_slant_deg))
     pen_width = int(rng.choice(pen_widths))
     for stroke in strokes:

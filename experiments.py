@@ -29,6 +29,8 @@ MODEL_CARD = PROJECT_DIR / "models" / "README.md"
 COMPARISON_PLOT = PROJECT_DIR / "models" / "experiments.png"
 START, END = "<!-- experiments:start -->", "<!-- experiments:end -->"
 EPOCHS = 12
+# These four chose the digit recipe before the "not a digit" class existed: ten classes, as they ran.
+DIGITS_ONLY = ("--negatives", "0")
 
 
 @dataclass(frozen=True)
@@ -42,25 +44,25 @@ EXPERIMENTS = (
     Experiment(
         "baseline",
         "The shipped recipe cut to 12 epochs lands near its 99.68 %: the reference the others must beat.",
-        (),
+        ("--ema", "0", "--label-smoothing", "0", *DIGITS_ONLY),
     ),
     Experiment(
         "ema-smooth",
         "An EMA of the weights and softened targets (label smoothing 0.05) steady the final weights: "
         "a few hundredths of a point more, at no inference cost.",
-        ("--ema", "0.999", "--label-smoothing", "0.05"),
+        ("--ema", "0.999", "--label-smoothing", "0.05", *DIGITS_ONLY),
     ),
     Experiment(
         "wide-ema",
         "Wider convolutions (48/64/128) add capacity that augmentation keeps from "
         "overfitting; about 1.8x the compute per image, still far below 2 ms.",
-        ("--channels", "48,64,128", "--ema", "0.999", "--label-smoothing", "0.05"),
+        ("--channels", "48,64,128", "--ema", "0.999", "--label-smoothing", "0.05", *DIGITS_ONLY),
     ),
     Experiment(
         "wide-ema-16",
         "Added after the first three: wide-ema's validation accuracy was still rising at its 12th and last epoch, "
         "so the shipped recipe's 16 epochs should add what the cut took.",
-        ("--channels", "48,64,128", "--ema", "0.999", "--label-smoothing", "0.05", "--epochs", "16"),
+        ("--channels", "48,64,128", "--ema", "0.999", "--label-smoothing", "0.05", "--epochs", "16", *DIGITS_ONLY),
     ),
 )
 
