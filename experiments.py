@@ -108,7 +108,7 @@ def report(batch: str | None = None) -> str:
     curves = {
         r.info.run_name: {
             key: client_metric(client, r.info.run_id, key)
-            for key in ("train_loss", "val_accuracy", "val_loss", "seconds")
+            for key in ("train_loss", "val_accuracy", "val_score", "val_loss", "seconds")
         }
         for r in runs
     }
@@ -160,7 +160,8 @@ def report(batch: str | None = None) -> str:
 def kept_epoch(metrics: dict[str, list[tuple[int, float]]]) -> tuple[float, float]:
     """train.selection_key of the epoch a run kept: the larger one wins."""
     loss = dict(metrics.get("val_loss", []))
-    keys = (train.selection_key(acc, loss.get(step, 0.0)) for step, acc in metrics.get("val_accuracy", []))
+    scores = metrics.get("val_score") or metrics.get("val_accuracy", [])  # runs from before val_score: digits only
+    keys = (train.selection_key(acc, loss.get(step, 0.0)) for step, acc in scores)
     return max(keys, default=(0.0, 0.0))
 
 

@@ -192,8 +192,9 @@ def fine_tune(args: argparse.Namespace, device: torch.device, run: Run, feedback
     run.set_tags({"data_sha256": train.data_hash({**digests, "feedback": feedback.manifest_sha256})})
     run.log_params({**vars(args), "feedback_rows": feedback.rows, "base_version": base.version})
     epochs = 1 if args.dry_run else args.finetune_epochs
+    validation = train.with_others(val_split, not_digit_val[1] if not_digit_val else None)
     result = train.fit(
-        model, train_split, val_split, args, device, run, epochs, args.finetune_lr, feedback.train, keep_last=True
+        model, train_split, validation, args, device, run, epochs, args.finetune_lr, feedback.train, keep_last=True
     )
     after = train.evaluate(result.model, feedback.holdout)["accuracy"]
     run.log_metrics({"feedback_holdout_before": before, "feedback_holdout_after": after})

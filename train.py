@@ -141,18 +141,24 @@ def train(
 def evaluate(
     model: torch.nn.Module, data: Split, max_batches: int | None = None, device: torch.device = CPU
 ) -> dict[str, Any]:
-    """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix (rows: true, columns: predicted)."""
+    """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix (rows: true, columns: predicted) of the
+    digits (argmax over the ten digits), and of rows labelled NOT_DIGIT the share whose argmax is NOT_DIGIT."""
     model.eval()
     k = len(CLASSES)
     confusion = torch.zeros(k, k, dtype=torch.long)
     total_loss, seen = 0.0, 0
+    not_digit_seen, not_digit_right = 0, 0
     for i, start in enumerate(range(0, len(data), EVAL_BATCH_SIZE)):
         if max_batches is not None and i >= max_batches:
             break
         x = data.images[start : start + EVAL_BATCH_SIZE].to(device)
         y = data.labels[start : start + EVAL_BATCH_SIZE]
-        logits = model(x).cpu()[:, :k]  # the digits: a "not a digit" output is scored by calibration.py
-        digits = y < k  # "not a digit" rows (feedback) are scored there too
+        outputs = model(x).cpu()
+        others = y == NOT_DIGIT  # drawn non-digits, or feedback that said "not a digit"
+        not_digit_seen += int(others.sum())
+        not_digit_right += int((outputs[others].argmax(1) == NOT_DIGIT).sum()) if outputs.shape[1] > k else 0
+        logits = outputs[:, :k]  # the digits; the threshold on "not a digit" is calibration.py's
+        digits = y < k
         logits, y = logits[digits], y[digits]
         total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
         seen += len(y)
@@ -170,7 +176,17 @@ def evaluate(
             str(c): {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c])} for c in CLASSES
         },
         "confusion": confusion.tolist(),
+        "not_digit_total": not_digit_seen,
+        "not_digit_recall": not_digit_right / not_digit_seen if not_digit_seen else None,
     }
+
+
+def validation_score(report: dict[str, Any]) -> float:
+    """What an epoch is ranked by: the share of validation inputs answered right, digits and drawn non-digits alike
+    (the digit accuracy when there are no non-digits). Digits alone would keep an epoch that has not learnt the
+    "not a digit" class yet."""
+    right = report["correct"] + (report["not_digit_recall"] or 0.0) * report["not_digit_total"]
+    return right / max(report["total"] + report["not_digit_total"], 1)
 
 
 def print_report(name: str, report: dict[str, Any]) -> None:
@@ -213,7 +229,7 @@ def fit(
     keep_last: bool = False,
 ) -> Fit:
     """The epoch loop: AdamW + one-cycle, optional EMA weights, validation after each epoch (logged to the run),
-    early stopping; the epoch with the best validation accuracy is kept (with `keep_last`, fine-tuning, the last
+    early stopping; the epoch with the best `validation_score` is kept (with `keep_last`, fine-tuning, the last
     one: MNIST's validation set cannot tell how well the feedback was learnt)."""
     max_batches = DRY_RUN_BATCHES if args.dry_run else None
     steps_per_epoch = max_batches or math.ceil(len(train_split) / args.batch_size)
@@ -244,22 +260,26 @@ def fit(
             "train_accuracy": train_acc,
             "val_loss": val["loss"],
             "val_accuracy": val["accuracy"],
+            "val_score": validation_score(val),
             "lr": scheduler.get_last_lr()[0],
             "seconds": time.perf_counter() - t0,
         }
+        if val["not_digit_recall"] is not None:
+            row["val_not_digit_recall"] = val["not_digit_recall"]
         history.append(row)
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
         improved = (
             best is None
             or keep_last
-            or selection_key(val["accuracy"], val["loss"]) > selection_key(best["val_accuracy"], best["val_loss"])
+            or selection_key(row["val_score"], val["loss"]) > selection_key(best["val_score"], best["val_loss"])
         )
         if improved:
             best = row
             best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
+        not_digit = f" not-a-digit {row['val_not_digit_recall']:.4f}" if "val_not_digit_recall" in row else ""
         print(
             f"epoch {epoch:2d}/{epochs}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-            f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}  {row['seconds']:.0f}s"
+            f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f}{not_digit}  {row['seconds']:.0f}s"
             + ("  *best" if improved else "")
         )
         if best is not None and epoch - int(best["epoch"]) >= args.patience:
@@ -311,6 +331,13 @@ def with_negatives(train_split: Split, val_split: Split, args: argparse.Namespac
         torch.cat([train_split.labels, drawn_digits.labels, labels]),
     )
     return merged, Split(val_neg, torch.full((len(val_neg),), NOT_DIGIT, dtype=torch.long))
+
+
+def with_others(digits: Split, others: Split | None) -> Split:
+    """Validation digits and drawn non-digits in one split (what `fit` ranks epochs on)."""
+    if others is None:
+        return digits
+    return Split(torch.cat([digits.images, others.images]), torch.cat([digits.labels, others.labels]))
 
 
 def judge_not_digit(
@@ -443,7 +470,8 @@ def train_from_scratch(args: argparse.Namespace, device: torch.device, run: Run)
     )
     run.set_tags({"data_sha256": data_hash(digests)})
     run.log_params({**vars(args), "parameters": count_parameters(model)})
-    result = fit(model, train_split, val_split, args, device, run, 1 if args.dry_run else args.epochs, args.lr)
+    epochs = 1 if args.dry_run else args.epochs
+    result = fit(model, train_split, with_others(val_split, val_negatives), args, device, run, epochs, args.lr)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out: Path = args.out or (DRY_RUN_OUT if args.dry_run else RUNS_DIR / f"{stamp}-{args.run_name}" / "model.pth")
     val = (val_split, val_negatives) if val_negatives is not None else None
