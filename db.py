@@ -307,7 +307,7 @@ class Database(Reads):
         """Record (or change, or clear with None) the user's answer on exactly that prediction's row: a digit 0-9,
         or `NOT_A_DIGIT` ("Not a digit"). True when it is stored, False when it is kept in the spool until the
         database is back."""
-        not_digit = isinstance(true_label, str) and true_label == NOT_A_DIGIT
+        not_digit = isinstance(true_label, str) and true_label.strip().lower() == NOT_A_DIGIT  # as the button says it
         label = None if not_digit else check_digit("true_label", true_label, allow_none=True)
         if isinstance(prediction_id, bool) or not isinstance(prediction_id, int):
             raise ValueError(f"prediction_id must be an integer, got {prediction_id!r}.")

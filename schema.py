@@ -38,9 +38,10 @@ LATENCY_BUCKET = f"floor(log(2, greatest(inference_ms, 0.001)::numeric) * {LATEN
 # Stats reads these small tables, not the predictions: counts per (UTC day, predicted digit, answer, flagged) and
 # latency counts per (day, bucket), kept exact on every write by statement-level triggers over the transition tables
 # (one aggregate per statement, so a COPY of a million rows costs one pass; an UPDATE subtracts the old rows and adds
-# the new). ~40k rows for a year, whatever the traffic.
+# the new). ~40k rows for a year, whatever the traffic. The function keeps the search_path it was created with: a
+# pg_dump file empties it, and its rows must still reach the rollup when loaded into a migrated database.
 ROLLUP_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION predictions_rollup() RETURNS trigger LANGUAGE plpgsql AS $fn$
+CREATE OR REPLACE FUNCTION predictions_rollup() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
         TRUNCATE prediction_counts, prediction_latency;

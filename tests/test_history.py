@@ -142,6 +142,20 @@ def test_the_rollup_follows_inserts_labels_deletes_and_truncate(database: db.Dat
     assert database.get_stats()["total"] == 0
 
 
+def test_rows_loaded_as_pg_dump_files_load_them_reach_the_rollup(database: db.Database, database_url: str) -> None:
+    """A pg_dump file empties search_path before its COPY (DEPLOYMENT.md restores feedback that way): the trigger
+    must still find the rollup tables, or the whole load fails."""
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_catalog.set_config('search_path', '', false)")
+        cur.execute(
+            "INSERT INTO public.predictions (predicted_digit, confidence, true_label) "
+            "VALUES (3, 0.5, 3), (4, 0.6, NULL)"
+        )
+    conn.close()
+    stats = database.get_stats()
+    assert stats["total"] == 2 and stats["labelled"] == 1
+
+
 def test_the_rollup_is_built_from_the_rows_of_an_older_table(fresh_database_url: str, tmp_path: Path) -> None:
     """An existing install (the table, no rollup yet) gets the rollup from its rows at the first start."""
     with psycopg2.connect(fresh_database_url) as conn, conn.cursor() as cur:
