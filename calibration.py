@@ -14,6 +14,7 @@ import argparse
 import os
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -96,11 +97,16 @@ def choose_threshold(digit_scores: np.ndarray, negative_scores: np.ndarray, keep
     candidates = candidates[(candidates > 0.0) & (candidates <= 1.0)]
     kept = np.array([(digit_scores < t).mean() for t in candidates])
     flagged = np.array([(negative_scores >= t).mean() for t in candidates])
-    ok = np.flatnonzero(kept >= keep)
-    best = int(ok[0]) if ok.size else len(candidates) - 1
-    # Thin the curve for the plot and the metadata: every distinct point would be thousands.
-    step = max(1, len(candidates) // 200)
-    curve = [(float(candidates[i]), float(kept[i]), float(flagged[i])) for i in range(0, len(candidates), step)]
+
+    def lowest_keeping(share: float) -> int:
+        ok = np.flatnonzero(kept >= share)
+        return int(ok[0]) if ok.size else len(candidates) - 1
+
+    best = lowest_keeping(keep)
+    # The curve for the plot and the metadata, thinned (every distinct point would be thousands) on a log scale of
+    # the digits given up, where the trade-off happens: from 1 in 10,000 to half of them.
+    picks = {lowest_keeping(1.0 - rejected) for rejected in np.geomspace(1e-4, 0.5, 80)} | {best}
+    curve = [(float(candidates[i]), float(kept[i]), float(flagged[i])) for i in sorted(picks)]
     return Choice(float(candidates[best]), float(kept[best]), float(flagged[best]), curve)
 
 
@@ -197,6 +203,26 @@ def confidence_only(model: torch.nn.Module, val_digits: Split, heldout: torch.Te
     return choose_threshold(1.0 - digit_probs.max(axis=1), 1.0 - heldout_probs.max(axis=1))
 
 
+def redraw_tradeoff(checkpoint: utils.Checkpoint, val: Split, seed: int, path: Path) -> None:
+    """The trade-off plot of a trained checkpoint, from the validation sets `calibrate` chose its threshold on
+    (seeded, so the same drawings; the non-digits a tenth of its recipe's `--negatives`)."""
+    from negatives import make_negatives
+    from plots import plot_not_digit
+
+    model = checkpoint.model
+    count = max(int(checkpoint.meta.get("recipe", {}).get("negatives", 0)) // 10, 1)
+    val_negatives, _ = make_negatives(count, "train", val.images, seed + 1)
+    drawn, _ = drawn_inputs(val.images, len(val), seed)
+    pen, _ = pen_digits(min(PEN_VALIDATION, len(val)), seed)
+    _, digit_scores = scores(model, torch.cat([val.images, drawn, pen]))
+    _, negative_scores = scores(model, val_negatives)
+    curve = choose_threshold(digit_scores, negative_scores).curve
+    kept = float((digit_scores < model.reject_threshold).mean())
+    flagged = float((negative_scores >= model.reject_threshold).mean())
+    plot_not_digit(curve, (kept, flagged), path)
+    print(f"wrote {path}: at the threshold {model.reject_threshold:.3f}, digits kept {kept:.2%}, flagged {flagged:.2%}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from dataset import VALIDATION_SIZE, load_mnist, split_validation
     from negatives import make_negatives
@@ -211,14 +237,23 @@ def main(argv: list[str] | None = None) -> int:
         help="also: what a threshold on the digit confidence alone would flag (any checkpoint, ten classes too)",
     )
     parser.add_argument("--seed", type=int, default=1, help="the validation split's seed (train.py's --seed)")
+    parser.add_argument(
+        "--tradeoff",
+        type=Path,
+        metavar="PNG",
+        help="redraw the validation trade-off plot of the checkpoint's own threshold (the seeded sets training used)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = utils.load_model(args.checkpoint)
+    checkpoint = utils.load_checkpoint(args.checkpoint)
+    model = checkpoint.model
     full_train, test, _ = load_mnist(args.data_dir)
     heldout, kinds = make_negatives(args.heldout, "heldout", test.images, HELDOUT_SEED)
     print_report(report(model, test, heldout, kinds))
+    _, val = split_validation(full_train, VALIDATION_SIZE, args.seed)
+    if args.tradeoff:
+        redraw_tradeoff(checkpoint, val, args.seed, args.tradeoff)
     if args.confidence_only:
-        _, val = split_validation(full_train, VALIDATION_SIZE, args.seed)
         alone = confidence_only(model, val, heldout, args.seed)
         print(
             f"confidence alone: keeping {alone.digits_kept:.2%} of the validation digits needs confidence >= "

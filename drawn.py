@@ -226,7 +226,9 @@ def draw_style(style: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def style_accuracy(model: torch.nn.Module, style: str, count: int, seed: int) -> float:
-    """How often `model` reads `count` fresh drawings of `style` as the digit they are."""
+    """How often `model` reads `count` fresh drawings of `style` as the digit they are (a "not a digit" answer is
+    wrong)."""
     rng = np.random.default_rng(seed)
     digit = STYLES[style][0]
-    return sum(utils.classify(model, draw_style(style, rng)).digit == digit for _ in range(count)) / count
+    read = (utils.classify(model, draw_style(style, rng)) for _ in range(count))
+    return sum(p.is_digit and p.digit == digit for p in read) / count

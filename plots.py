@@ -78,22 +78,27 @@ def plot_experiments(curves: dict[str, dict[str, list[tuple[int, float]]]], path
 
 
 def plot_not_digit(curve: list[tuple[float, float, float]], chosen: tuple[float, float], path: Path) -> None:
-    """The not-a-digit trade-off on validation: non-digits flagged against digits kept, one point per threshold,
-    with the chosen threshold marked (`curve`: (threshold, digits kept, non-digits flagged); `chosen`: kept, flagged).
-    """
+    """The not-a-digit trade-off on validation: non-digits flagged against the digits given up (called "not a
+    digit"), one point per threshold on a log scale, the chosen threshold marked (`curve`: (threshold, digits kept,
+    non-digits flagged); `chosen`: kept, flagged)."""
     plt = _pyplot()
+    floor = 5e-5  # "none given up" on a log axis: below one validation digit in 10,000
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.plot([k for _, k, _ in curve], [f for _, _, f in curve], marker=".", markersize=3, label="thresholds")
-    ax.plot([chosen[0]], [chosen[1]], "o", color="crimson", markersize=9, label="chosen")
-    ax.annotate(f"kept {chosen[0]:.2%}\nflagged {chosen[1]:.2%}", chosen, textcoords="offset points", xytext=(-90, -40))
+    ax.plot([max(1 - k, floor) for _, k, _ in curve], [f for _, _, f in curve], marker=".", markersize=4,
+            label="thresholds")  # fmt: skip
+    point = (max(1 - chosen[0], floor), chosen[1])
+    ax.plot(*point, "o", color="crimson", markersize=9, label="chosen")
+    ax.annotate(f"digits kept {chosen[0]:.2%}\nnon-digits flagged {chosen[1]:.2%}", point, textcoords="offset points",
+                xytext=(12, -36))  # fmt: skip
+    ax.set_xscale("log")
     ax.set(
-        xlabel="validation digits kept (plain and canvas-drawn)",
+        xlabel='validation digits called "not a digit" (plain, re-drawn and pen-drawn; log scale)',
         ylabel="validation non-digits flagged",
         title='"Not a digit": the trade-off the threshold picks from',
-        xlim=(0.98, 1.0005),
+        ylim=(0, 1.02),
     )
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -181,7 +181,7 @@ def download_version(version: str, dst: Path) -> tuple[Path, dict[str, Any]]:
     run_artifacts = Path(tempfile.mkdtemp(dir=dst))
     facts = {"version": str(found.version), "run_id": found.run_id, "source": found.source, "reports": run_artifacts}
     if found.run_id:  # the run's reports (metrics.json, curves) travel with a promoted model
-        for name in ("metrics.json", "training_curves.png"):
+        for name in ("metrics.json", "training_curves.png", "not_digit_tradeoff.png"):
             try:
                 client.download_artifacts(found.run_id, name, str(run_artifacts))
             except (MlflowException, OSError):

@@ -367,7 +367,7 @@ def judge_not_digit(
             "ece_test": figures["ece_test"],
         }
     )
-    return {**figures, "val_digits_kept": choice.digits_kept, "val_flagged": choice.flagged}
+    return {**figures, "val_digits_kept": choice.digits_kept, "val_flagged": choice.flagged, "val_curve": choice.curve}
 
 
 def record_run(
