@@ -26,7 +26,7 @@ RUN groupadd --gid 10001 app \
 
 # Runtime files only (.dockerignore keeps the rest out of the build context).
 COPY .streamlit/ .streamlit/
-COPY server.py app.py utils.py db.py reads.py schema.py spool.py ./
+COPY server.py app.py log_pages.py utils.py db.py reads.py schema.py spool.py ./
 COPY components/ components/
 COPY models/model.pth models/model.pth
 
