@@ -31,9 +31,10 @@ run: install ## Start the app at http://localhost:$(PORT) (embedded PostgreSQL u
 test: install lint typecheck ## Lint, typecheck and run every test (what CI runs)
 	$(PY) -m pytest
 
-lint: install ## black --check, flake8, actionlint (workflow), hadolint (Dockerfile), node --check (components/*.js)
+lint: install ## black, flake8, actionlint (workflow), hadolint (Dockerfile), components/*.js (node) and *.css
 	$(PY) -m black --check --quiet $(SOURCES)
 	$(PY) -m flake8 $(SOURCES)
+	$(PY) tests/lint_css.py components/*.css
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(VENV)/bin/hadolint Dockerfile
 	@# The custom elements' JS, syntax-checked as ES modules (node reads .mjs as one), where node is installed.
