@@ -42,6 +42,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # After the sessions close: Streamlit keeps a disconnected session for server.disconnectedSessionTTL (30 s in
 # .streamlit/config.toml) in case its user comes back; then it is dropped.
 SETTLE_SECONDS = 45.0
+NOT_DIGIT_LABEL = -1  # in the (row id, label) pairs a page confirmed: the user said "not a digit"
 
 
 def rss_mb(pid: int) -> float:
@@ -157,14 +158,21 @@ async def user(
                     out["latencies"].append(latency)
                     out["answered"] += 1
                     answered = True
+                    not_digit = not answer.isdigit()  # "This doesn't look like a digit" (counted, not expected)
+                    out["not_digit"] += not_digit
                     if label_every and i % label_every == 0:
-                        await page.get_by_role("button", name=f"Yes, it's {answer}").click(timeout=30_000)
-                        saved = page.get_by_text("Thanks! Saved true label")
+                        yes = "Right, it's not a digit" if not_digit else f"Yes, it's {answer}"
+                        await page.get_by_role("button", name=yes).click(timeout=30_000)
+                        saved = page.get_by_text(
+                            "Thanks! Saved not a digit" if not_digit else "Thanks! Saved true label"
+                        )
                         await saved.wait_for(timeout=30_000)
                         out["labelled"] += 1
                         found = re.search(r"prediction #(\d+)", await saved.inner_text())
                         if found:  # the row the page says it saved: checked against the database afterwards
-                            out["confirmed"].append((int(found.group(1)), int(answer)))
+                            out["confirmed"].append(
+                                (int(found.group(1)), NOT_DIGIT_LABEL if not_digit else int(answer))
+                            )
                     await page.get_by_role("button", name="Clear").click()
                     await metric.wait_for(state="detached", timeout=30_000)
                     await page.get_by_text("Draw a digit, then press Predict").wait_for(timeout=30_000)
@@ -209,6 +217,7 @@ async def drive(
         "failed": 0,
         "redrawn": 0,
         "labelled": 0,
+        "not_digit": 0,
         "reloaded": 0,
         "confirmed": [],
         "errors": [],
@@ -233,13 +242,14 @@ async def drive(
 
 
 def confirmed_rows(dsn: str, confirmed: list[tuple[int, int]]) -> int:
-    """How many of the (id, label) pairs the pages said they saved are in the table with that label."""
+    """How many of the (id, label) pairs the pages said they saved are in the table with that label (NOT_DIGIT_LABEL:
+    the user's "not a digit")."""
     if not confirmed:
         return 0
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT count(*) FROM predictions p JOIN unnest(%s::bigint[], %s::smallint[]) AS c(id, label) "
-            "ON p.id = c.id AND p.true_label = c.label",
+            "ON p.id = c.id AND (p.true_label = c.label OR (c.label = -1 AND p.labelled_not_digit))",
             ([i for i, _ in confirmed], [label for _, label in confirmed]),
         )
         (found,) = cur.fetchone()  # type: ignore[misc]
@@ -368,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                 success_percent=round(100 * out["answered"] / made, 1),
                 labelled_by_users=out["labelled"],
                 strokes_redrawn=out["redrawn"],  # the canvas had not sent the strokes: "Draw a digit first"
+                answered_not_a_digit=out["not_digit"],  # the users draw digits: this should stay 0
                 click_to_answer_ms={
                     "p50": round(statistics.median(latencies), 1) if latencies else None,
                     "p95": round(percentile(latencies, 0.95), 1) if latencies else None,

@@ -18,6 +18,7 @@ import torch
 
 import db
 import drawn
+import negatives
 import promotion
 import registry
 import utils
@@ -269,6 +270,30 @@ def test_retrain_snapshots_feedback_and_writes_a_registered_candidate(
     assert (snapshot / first["file"]).is_file() and len(first["sha256"]) == 64
     run = client(store).get_run(summary["run_id"])
     assert run.data.tags["mode"] == "retrain" and "feedback_holdout_after" in run.data.metrics
+
+
+def test_retrain_learns_not_a_digit_answers_with_the_eleventh_class(
+    database: db.Database, database_url: str, store: str, tmp_path: Path
+) -> None:
+    give_feedback(database, 40)
+    checkpoint = utils.load_checkpoint()
+    rng = np.random.default_rng(9)
+    for _ in range(20):  # letters the users marked "Not a digit"
+        letter = utils.classify(checkpoint.model, drawn.pen_drawing(negatives.LETTER_STROKES["K"], rng))
+        row = database.log_prediction(letter.digit, letter.confidence, letter.probabilities, letter.png, "v")
+        database.set_true_label(row, db.NOT_A_DIGIT)
+    out = tmp_path / "candidate.pth"
+    result = train_py(
+        "--retrain", "--dry-run", "--out", str(out), "--snapshot-dir", str(tmp_path), env={"DATABASE_URL": database_url}
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads(
+        (Path(json.loads(out.with_suffix(".json").read_text())["snapshot"]) / "manifest.json").read_text()
+    )
+    assert sorted(r["label"] for r in manifest["rows"]).count(utils.NOT_DIGIT) == 20, "Not a digit is class 10"
+    candidate = utils.load_checkpoint(out)
+    assert utils.knows_not_digit(candidate.model), "the candidate keeps the eleventh output"
+    assert candidate.model.temperature > 0 and 0 < candidate.model.reject_threshold <= 1, "calibrated again"
 
 
 def test_help_lists_the_loop_flags() -> None:
