@@ -166,7 +166,9 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     if prediction.is_digit:
         st.metric("Prediction", prediction.digit)
     else:  # letters, shapes, scribbles: say so rather than give a confident wrong digit
-        st.metric("Prediction", NOT_A_DIGIT_ANSWER)
+        # A sentence, not a number: page.css lets it wrap inside this container instead of ending in "…".
+        with st.container(key="not-a-digit-answer"):
+            st.metric("Prediction", NOT_A_DIGIT_ANSWER)
         st.caption(f"Best guess **{prediction.digit}** at {utils.format_confidence(prediction.confidence)}")
     # Said next to the answer (inside the first screenful), and gone as soon as the spool has been replayed.
     waiting = result["id"] < 0 or (result.get("label_spooled") and database.pending() > 0)
@@ -276,6 +278,8 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
 
 @st.fragment
 def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
+    # The page style (components/page.css) for someone who opens /upload first; no canvas here to patch.
+    canvas_style_fix(key="upload-style-fix", data={"css": CANVAS_STYLE, "pageCss": PAGE_STYLE})
     st.write("A photo or scan of one handwritten digit (dark ink on light paper, or light on dark), cropped close.")
     upload = st.file_uploader("Image", type=["png", "jpg", "jpeg", "gif", "bmp", "webp"], key="upload")
     if upload is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -28,7 +29,12 @@ class PrivateServer:
 
     def stop(self) -> None:
         pg_ctl = pgserver.pg_ctl  # type: ignore[attr-defined]  # re-exported by pgserver's star import
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+        except subprocess.CalledProcessError:
+            # Seen once on a loaded machine after a SIGSTOP/SIGCONT drill: the fast stop gave up waiting for a
+            # backend. Test data only, so stop it the hard way (as a power cut would) rather than fail the test.
+            pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
 
     def start(self) -> None:
         self.server.ensure_postgres_running()
