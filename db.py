@@ -150,6 +150,9 @@ class Database(Reads):
         # Bounded waits: the database work runs on these threads, the caller waits at most the timeout.
         self.write_timeout = write_timeout or float(_env("DB_WRITE_TIMEOUT", "1.0"))
         self.read_timeout = read_timeout or float(_env("DB_READ_TIMEOUT", "5.0"))
+        # The first schema run of a process may migrate a big table (indexes, the rollup's backfill): it gets longer,
+        # both as the wait and as its statements' timeout.
+        self.migrate_timeout = float(_env("DB_MIGRATE_TIMEOUT", "30"))
         self._workers = concurrent.futures.ThreadPoolExecutor(self.pool_size + 2, thread_name_prefix="db")
         self._replay_lock = threading.Lock()  # one replay at a time; others do not wait for it
         self._replay_interval = replay_interval
@@ -382,7 +385,7 @@ class Database(Reads):
         not answering within the write timeout."""
         if not self._schema_ready:
             _ = self.dsn  # resolved here: starting the embedded server (make run) takes seconds, and is no outage
-            self._bounded(self.init_db, self.read_timeout)  # the first schema run may take longer than a write
+            self._bounded(self.init_db, self.read_wait())  # the first schema run may take longer than a write
         elif self.spool.has_writes():
             self._start_replayer()
             if self._bounded(self.flush_spool, self.write_timeout) > 0:
@@ -390,9 +393,16 @@ class Database(Reads):
         else:
             self._bounded(lambda: self._run(lambda cur: cur.execute("SELECT 1")), self.write_timeout)
 
+    def read_wait(self) -> float:
+        """How long a read waits: `read_timeout`, or `migrate_timeout` while this handle's schema run is to come."""
+        return self.read_timeout if self._schema_ready else max(self.read_timeout, self.migrate_timeout)
+
     def _ensure_schema_in(self, cur: Any) -> None:
         """Run the schema statements once per handle, inside the caller's transaction (any first read or write)."""
         if not self._schema_ready:
+            # Indexes and the rollup's backfill on a table of millions of rows outlast DB_STATEMENT_TIMEOUT_MS; the
+            # statement timeout would cancel the migration at every start, for ever.
+            cur.execute("SET LOCAL statement_timeout = %s", (int(self.migrate_timeout * 1000),))
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
             for statement in SCHEMA:
                 cur.execute(statement)

@@ -106,7 +106,7 @@ def percentile(counts: list[tuple[int, int, float]], q: float) -> float | None:
 class Reads:
     """History, export, stats and the labelled rows (mixed into `db.Database`)."""
 
-    read_timeout: float
+    read_wait: Callable[[], float]
     _run: Callable[..., Any]
     _bounded: Callable[..., Any]
     _ensure_schema_in: Callable[[Any], None]
@@ -141,7 +141,7 @@ class Reads:
                 r["image"] = bytes(r["image"]) if r["image"] is not None else None
             return rows
 
-        return self._bounded(lambda: self._run(read), self.read_timeout)
+        return self._bounded(lambda: self._run(read), self.read_wait())
 
     def export_csv(
         self, digit: int | None = None, correct: bool | None = None, not_digit: bool | None = None
@@ -195,7 +195,7 @@ class Reads:
             )
             return int(cur.fetchone()["n"])
 
-        return self._bounded(lambda: self._run(read), self.read_timeout)
+        return self._bounded(lambda: self._run(read), self.read_wait())
 
     def iter_labelled(self, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
         """Every labelled prediction with its image, oldest first, streamed through a server-side cursor: the rows
@@ -250,7 +250,7 @@ class Reads:
                 latency.setdefault(r["day"], []).append((int(r["bucket"]), int(r["n"]), float(r["total_ms"])))
             return {"cells": cells, "daily": daily, "latency": latency}
 
-        raw = self._bounded(lambda: self._run(read), self.read_timeout)
+        raw = self._bounded(lambda: self._run(read), self.read_wait())
         return summarise(raw["cells"], raw["daily"], raw["latency"])
 
 

@@ -17,6 +17,7 @@ import bench_history
 import db
 import pg
 import spool
+from schema import SCHEMA
 
 
 def stats_by_scan(dsn: str) -> dict[str, object]:
@@ -174,6 +175,25 @@ def test_the_rollup_is_built_from_the_rows_of_an_older_table(fresh_database_url:
     handle.init_db()
     assert_rollup_matches(handle, fresh_database_url)
     assert sum(day["predictions"] for day in handle.get_stats(days=30)["daily"]) == 300
+    handle.close()
+
+
+def test_a_big_old_table_migrates_at_first_use_past_the_statement_timeout(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    """Upgrading an install with a big table: the first use builds indexes and the rollup from every row, which takes
+    longer than the statement timeout that guards the app's own queries. It must finish, not be cancelled for ever."""
+    with psycopg2.connect(fresh_database_url) as conn, conn.cursor() as cur:
+        cur.execute(SCHEMA[0])  # the original table
+        cur.execute(
+            "INSERT INTO predictions (created_at, predicted_digit, confidence, true_label) SELECT "
+            "now() - g * interval '1 minute', g % 10, 0.9, CASE WHEN g % 3 = 0 THEN g % 10 END "
+            "FROM generate_series(1, 200000) g"
+        )
+    conn.close()
+    handle = db.Database(fresh_database_url, spool_path=tmp_path / "spool.jsonl", statement_timeout_ms=20)
+    rows = handle.get_prediction_history(limit=5)  # the first call of the handle runs the migration
+    assert len(rows) == 5 and handle.get_stats()["total"] == 200_000
     handle.close()
 
 
