@@ -126,6 +126,12 @@ async def draw_and_predict(page: Any, rng: random.Random, out: dict[str, Any]) -
     return None
 
 
+async def open_canvas(page: Any, url: str) -> None:
+    """Load the page until its canvas shows (what a person waits for; not every image and font of the page)."""
+    await page.goto(url, timeout=60_000, wait_until="domcontentloaded")
+    await page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=60_000)
+
+
 async def user(
     chromium: Any,
     url: str,
@@ -145,8 +151,14 @@ async def user(
     page = await context.new_page()
     metric = page.locator('[data-testid="stMetric"]').filter(has_text="Prediction").first
     try:
-        await page.goto(url, timeout=60_000)
-        await page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=60_000)
+        for attempt in range(3 if recover else 1):  # a page that did not come up is reloaded, as a person would
+            try:
+                await open_canvas(page, url)
+                break
+            except Exception:
+                if attempt == (2 if recover else 0):
+                    raise
+                out["reloaded"] += 1
         for i in range(predictions):
             for attempt in range(3 if recover else 1):
                 answered = False
@@ -186,8 +198,7 @@ async def user(
                             break
                         raise
                     out["reloaded"] += 1  # its server went away: reload (the proxy sends it to another replica)
-                    await page.goto(url, timeout=60_000)
-                    await page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=60_000)
+                    await open_canvas(page, url)
                     if answered:  # it was shown (and so stored): not predicted again
                         break
     except Exception as exc:  # one user's trouble is reported, not fatal to the run
@@ -205,6 +216,7 @@ async def drive(
     server_pid: int | None,
     recover: bool = False,
     cookies: list[dict[str, str]] | None = None,
+    warm_cookies: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
@@ -229,11 +241,17 @@ async def drive(
             await asyncio.sleep(n * ramp)  # people arrive over a few seconds, not in one instant
             await user(chromium, url, n, predictions, label_every, out, recover, cookies)
 
-        warm = await chromium.new_context()  # the first visit loads the model: not part of anybody's wait
-        warm_page = await warm.new_page()
-        await warm_page.goto(url, timeout=120_000)
-        await warm_page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=120_000)
-        await warm.close()
+        # The first visit to a process loads its model: not part of anybody's wait. One visit per replica (each
+        # pinned by its sticky cookie), or one to the single server.
+        targets: list[dict[str, str] | None] = list(warm_cookies) if warm_cookies else [None]
+        for cookie in targets:
+            warm: Any = await chromium.new_context()
+            if cookie:
+                await warm.add_cookies([cookie])
+            warm_page = await warm.new_page()
+            await warm_page.goto(url, timeout=120_000)
+            await warm_page.locator("canvas.upper-canvas").first.wait_for(state="visible", timeout=120_000)
+            await warm.close()
         out["rss_start"] = rss_mb(server_pid) if server_pid else None
         await asyncio.gather(*(start(n) for n in range(users)))
         out["browser_cpu"] = cpu_seconds(descendants(os.getpid(), server_pid))  # before the browser exits
@@ -342,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                     await asyncio.to_thread(cluster.restart, 0)
                     print("replica 1 is back", flush=True)
 
+                pins = cluster.sticky_cookies() if cluster is not None else None  # one per replica
                 sampler = asyncio.ensure_future(sample())
                 killer = asyncio.ensure_future(kill_one()) if cluster is not None and args.kill_after else None
                 try:
@@ -349,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
                         drive(
                             url, args.users, args.predictions, args.label_every, args.ramp, server_pid,
                             recover=killer is not None,
-                            cookies=cluster.sticky_cookies() if cluster is not None and args.spread else None,
+                            cookies=pins if args.spread else None,
+                            warm_cookies=pins,
                         ),
                         args.deadline,
                     )  # fmt: skip
