@@ -48,6 +48,8 @@ HISTORY_FILTERS: list[tuple[str, dict[str, Any]]] = [
     ("digit 7, right only", {"digit": 7, "correct": True}),
     ("not a digit", {"not_digit": True}),
     ("digit 7, not a digit", {"digit": 7, "not_digit": True}),
+    ("digits only", {"not_digit": False}),
+    ("digit 7, digits only, wrong", {"digit": 7, "not_digit": False, "correct": False}),
 ]
 
 
@@ -232,7 +234,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="predictions to build the table with")
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per figure")
-    parser.add_argument("--page", type=int, default=50, help="History rows per page")
+    parser.add_argument("--page", type=int, default=100, help="History rows per page (the page's default)")
     parser.add_argument("--plans", action="store_true", help="print EXPLAIN ANALYZE of each query")
     args = parser.parse_args()
     run(args.rows, args.repeats, args.page, args.plans)
