@@ -44,11 +44,13 @@ def feed(database: db.Database, checkpoint: utils.Checkpoint, style: str, count:
     right = 0
     for _ in range(count):
         prediction = utils.classify(checkpoint.model, drawn.draw_style(style, rng))
+        knows = utils.knows_not_digit(checkpoint.model)
         row = database.log_prediction(
-            prediction.digit, prediction.confidence, prediction.probabilities, prediction.png, checkpoint.version
-        )
+            prediction.digit, prediction.confidence, prediction.probabilities, prediction.png, checkpoint.version,
+            None, prediction.is_digit if knows else None, prediction.not_digit_score if knows else None,
+        )  # fmt: skip
         database.set_true_label(row, digit)
-        right += prediction.digit == digit
+        right += prediction.is_digit and prediction.digit == digit
     return right
 
 
@@ -89,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"{summary['feedback_holdout_before']:.1%} -> {summary['feedback_holdout_after']:.1%} "
                 f"({summary['holdout_rows']} rows); registered version {summary['version']}"
             )
+            for name, model in (("production", production), ("candidate", tuned)):
+                figures = model.meta.get("not_digit") or {}
+                if figures:
+                    print(
+                        f"{name}: held-out non-digits flagged {figures['heldout_flagged']:.1%}, canvas-drawn digits "
+                        f"accepted and right {figures['drawn_accepted_and_right']:.2%}"
+                    )
         finally:
             db.reset_database()
             pg.drop_database(admin, dsn)
