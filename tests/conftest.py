@@ -19,6 +19,19 @@ import pg  # noqa: E402
 import utils  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every run a test trains (train.py in a subprocess too) goes to a store of the test run's own: never the
+    developer's mlruns/ or a team server that MLFLOW_TRACKING_URI names (test_loop gives each test its own)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
     return pg.admin_dsn(tmp_path_factory.mktemp("pg"))
