@@ -61,6 +61,62 @@ def test_official_accuracy_and_calibration_hold(figures: dict[str, Any]) -> None
     assert figures["ece_test"] <= 0.01
 
 
+# Letters, symbols and doodles as a person might draw them, in strokes of this file's own: training never saw these
+# templates (negatives.py has other ones), so they say how far "not a digit" carries beyond what it was shown.
+UNSEEN_STROKES: dict[str, list[drawn.Stroke]] = {
+    "A": [[(0.0, 1.0), (0.3, 0.2), (0.5, 0.0), (0.7, 0.2), (1.0, 1.0)], [(0.15, 0.6), (0.85, 0.6)]],
+    "K": [[(0.1, 0.0), (0.1, 1.0)], [(0.9, 0.05), (0.1, 0.55), (0.9, 1.0)]],
+    "R": [[(0.1, 1.0), (0.1, 0.0), *drawn.arc(0.4, 0.25, 0.4, 0.25, -90, 90, 10), (0.1, 0.5), (0.9, 1.0)]],
+    "W": [[(0.0, 0.0), (0.2, 1.0), (0.5, 0.2), (0.8, 1.0), (1.0, 0.0)]],
+    "M": [[(0.0, 1.0), (0.0, 0.0), (0.5, 0.5), (1.0, 0.0), (1.0, 1.0)]],
+    "E": [[(0.9, 0.0), (0.1, 0.0), (0.1, 1.0), (0.9, 1.0)], [(0.1, 0.5), (0.6, 0.5)]],
+    "F": [[(0.1, 1.0), (0.1, 0.0), (0.9, 0.0)], [(0.1, 0.45), (0.6, 0.45)]],
+    "H": [[(0.1, 0.0), (0.1, 1.0)], [(0.9, 0.0), (0.9, 1.0)], [(0.1, 0.45), (0.9, 0.45)]],
+    "N": [[(0.1, 1.0), (0.1, 0.0), (0.9, 1.0), (0.9, 0.0)]],
+    "X": [[(0.1, 0.1), (0.9, 0.9)], [(0.9, 0.1), (0.1, 0.9)]],
+    "Y": [[(0.0, 0.0), (0.5, 0.45), (1.0, 0.0)], [(0.5, 0.45), (0.5, 1.0)]],
+    "T": [[(0.0, 0.05), (1.0, 0.0)], [(0.5, 0.0), (0.5, 1.0)]],
+    "L": [[(0.1, 0.0), (0.1, 1.0), (0.9, 1.0)]],
+    "V": [[(0.0, 0.0), (0.5, 1.0), (1.0, 0.0)]],
+    "P": [[(0.1, 1.0), (0.1, 0.0), *drawn.arc(0.4, 0.25, 0.4, 0.25, -90, 90, 10), (0.1, 0.5)]],
+    "h": [[(0.1, 0.0), (0.1, 1.0)], [(0.1, 0.55), *drawn.arc(0.5, 0.6, 0.4, 0.25, 180, 360, 10), (0.9, 1.0)]],
+    "#": [[(0.3, 0.0), (0.3, 1.0)], [(0.7, 0.0), (0.7, 1.0)], [(0.0, 0.3), (1.0, 0.3)], [(0.0, 0.7), (1.0, 0.7)]],
+    "smiley": [drawn.arc(0.5, 0.5, 0.5, 0.5, 0, 360, 24), [(0.35, 0.35), (0.35, 0.4)], [(0.65, 0.35), (0.65, 0.4)],
+               drawn.arc(0.5, 0.6, 0.25, 0.15, 10, 170, 10)],
+    "heart": [[(0.5, 0.3), *drawn.arc(0.27, 0.3, 0.23, 0.25, 0, -180, 10), (0.5, 1.0), (0.96, 0.3),
+               *drawn.arc(0.73, 0.3, 0.23, 0.25, 0, -180, 10)]],
+    "triangle": [[(0.5, 0.0), (1.0, 0.9), (0.0, 0.9), (0.5, 0.0)]],
+    "square": [[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)]],
+    "star": [[(0.5, 0.0), (0.8, 1.0), (0.0, 0.35), (1.0, 0.35), (0.2, 1.0), (0.5, 0.0)]],
+    "arrow": [[(0.0, 0.5), (1.0, 0.5), (0.7, 0.2)], [(1.0, 0.5), (0.7, 0.8)]],
+    "stick figure": [drawn.arc(0.5, 0.15, 0.15, 0.15, 0, 360, 12), [(0.5, 0.3), (0.5, 0.7)], [(0.2, 0.45), (0.8, 0.45)],
+                     [(0.5, 0.7), (0.25, 1.0)], [(0.5, 0.7), (0.75, 1.0)]],
+    "house": [[(0.0, 1.0), (0.0, 0.45), (0.5, 0.0), (1.0, 0.45), (1.0, 1.0), (0.0, 1.0)],
+              [(0.4, 1.0), (0.4, 0.7), (0.6, 0.7), (0.6, 1.0)]],
+    "zigzag": [[(0.0, 0.2), (0.2, 0.8), (0.4, 0.2), (0.6, 0.8), (0.8, 0.2), (1.0, 0.8)]],
+    "spiral": [[(0.5 + 0.5 * t * np.cos(6 * np.pi * t), 0.5 + 0.5 * t * np.sin(6 * np.pi * t))
+                for t in np.linspace(0, 1, 50)]],
+    "cross": [[(0.5, 0.0), (0.5, 1.0)], [(0.1, 0.3), (0.9, 0.3)]],
+    "wave": [[(t, 0.5 + 0.4 * np.sin(2 * np.pi * 1.5 * t)) for t in np.linspace(0, 1, 30)]],
+    "loops": [[(0.05 + 0.9 * t + 0.1 * np.cos(6 * np.pi * t), 0.5 - 0.4 * np.sin(6 * np.pi * t))
+               for t in np.linspace(0, 1, 45)]],
+}  # fmt: skip
+
+
+def test_letters_and_doodles_drawn_in_strokes_training_never_saw_are_flagged(checkpoint: utils.Checkpoint) -> None:
+    rng = np.random.default_rng(123)
+    flagged = {
+        name: sum(
+            not utils.classify(
+                checkpoint.model, drawn.pen_drawing(strokes, rng, aspect=(0.6, 1.3), height=(80, 240))
+            ).is_digit
+            for _ in range(10)
+        )
+        for name, strokes in UNSEEN_STROKES.items()
+    }
+    assert sum(flagged.values()) >= 0.9 * 10 * len(flagged), flagged
+
+
 @pytest.mark.parametrize("letter", sorted(negatives.LETTER_STROKES))
 def test_letters_drawn_with_a_pen_are_mostly_flagged(checkpoint: utils.Checkpoint, letter: str) -> None:
     rng = np.random.default_rng(sum(map(ord, letter)))
