@@ -26,7 +26,10 @@ RUN groupadd --gid 10001 app \
 
 # Runtime files only (.dockerignore keeps the rest out of the build context).
 COPY .streamlit/ .streamlit/
-COPY server.py app.py log_pages.py utils.py db.py reads.py schema.py spool.py ./
+COPY server.py app.py utils.py db.py ./
+COPY inference/ inference/
+COPY storage/ storage/
+COPY views/ views/
 COPY components/ components/
 COPY models/model.pth models/model.pth
 

@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 STAMP := $(VENV)/.installed-stamp
-SOURCES := *.py tests
+SOURCES := *.py inference storage views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help install run test lint format typecheck train evaluate experiments promote rollback retrain retrain-drill \
@@ -34,7 +34,7 @@ test: install lint typecheck ## Lint, typecheck and run every test (what CI runs
 lint: install ## black, flake8, actionlint (workflow), hadolint (Dockerfile), components/*.js (node) and *.css
 	$(PY) -m black --check --quiet $(SOURCES)
 	$(PY) -m flake8 $(SOURCES)
-	$(PY) tests/lint_css.py components/*.css
+	$(PY) -m tools.lint_css components/*.css
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(VENV)/bin/hadolint Dockerfile
 	@# The custom elements' JS, syntax-checked as ES modules (node reads .mjs as one), where node is installed.
@@ -54,8 +54,8 @@ train: install ## Train from scratch: a tracked run and a registered version (MN
 evaluate: install ## Test-set accuracy, per-class P/R/F1, models/confusion_matrix.png for the shipped model
 	$(PY) train.py --evaluate models/model.pth
 
-experiments: install ## Train every configuration in experiments.py (tracked), compare them in models/README.md
-	$(PY) experiments.py
+experiments: install ## Train every configuration in training/experiments.py (tracked), compare them in models/README.md
+	$(PY) -m training.experiments
 
 promote: install ## Gate registered VERSION=N against production; on success it becomes models/model.pth
 	@test -n "$(VERSION)" || { echo "Usage: make promote VERSION=N (a version of mnist-digit-classifier)"; exit 2; }
@@ -68,25 +68,25 @@ retrain: install ## Fine-tune production on the feedback in the app's database -
 	$(PY) train.py --retrain
 
 retrain-drill: install ## The feedback loop on styles the model misreads, in a throwaway database (figures)
-	$(PY) tests/feedback_drill.py
+	$(PY) -m tools.feedback_drill
 
 mlflow: install ## The MLflow UI over the tracking store on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \
-		--backend-store-uri "$$($(PY) -c 'import registry; print(registry.tracking_uri())')"
+		--backend-store-uri "$$($(PY) -c 'from training import registry; print(registry.tracking_uri())')"
 
 loadtest: install ## USERS (24) x PREDICTIONS (5) in Chromium; REPLICAS=N behind Caddy, KILL_AFTER=S kills one
-	$(PY) tests/loadtest.py --users $(or $(USERS),24) --predictions $(or $(PREDICTIONS),5) $(if $(URL),--url $(URL)) \
+	$(PY) -m tools.loadtest --users $(or $(USERS),24) --predictions $(or $(PREDICTIONS),5) $(if $(URL),--url $(URL)) \
 		$(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(KILL_AFTER),--kill-after $(KILL_AFTER))
 
 bench: install ## Benchmarks: inference latency, database writes/reads, page response (figures for the README)
-	$(PY) tests/benchmark.py
+	$(PY) -m tools.benchmark
 
 bench-history: install ## History/Stats/insert on ROWS (1,000,000) predictions in a throwaway database, with plans
-	$(PY) tests/bench_history.py --rows $(or $(ROWS),1000000) --plans
+	$(PY) -m tools.bench_history --rows $(or $(ROWS),1000000) --plans
 
 data: install ## Place the MNIST files from MNIST_DIR into data/MNIST/raw/ (offline machines)
 	@test -n "$(MNIST_DIR)" || { echo "Set MNIST_DIR to a folder with the four MNIST IDX files (.gz or not)"; exit 1; }
-	$(PY) -c "import dataset, pathlib; print(dataset.place_mnist(pathlib.Path('$(MNIST_DIR)')))"
+	$(PY) -c "from training import dataset; import pathlib; print(dataset.place_mnist(pathlib.Path('$(MNIST_DIR)')))"
 
 up: ## docker compose up -d --build (needs .env: cp .env.example .env and set passwords)
 	$(COMPOSE) up -d --build

@@ -2,10 +2,10 @@
 
     make run          # or: streamlit run server.py (this page plus the CSV export route)
 
-Layout only: preprocessing and inference live in utils.py, storage in db.py, the History and Stats pages in
-log_pages.py. The model and the database handle are created once per process (st.cache_resource). Each page (Draw,
-Upload, History, Stats) is an st.navigation page, opened from a segmented control, and its interactive part a
-fragment, so a click reruns only its own section.
+Layout only: preprocessing and inference live behind utils.py (inference/), storage behind db.py (storage/), the
+History and Stats pages in views/. The model and the database handle are created once per process
+(st.cache_resource). Each page (Draw, Upload, History, Stats) is an st.navigation page, opened from a segmented
+control, and its interactive part a fragment, so a click reruns only its own section.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from streamlit.navigation.page import StreamlitPage
 from streamlit_drawable_canvas import st_canvas
 
 import db
-import log_pages
 import utils
+from views import history, stats
 
 CANVAS_SIZE = 280
 DRAW_COLUMNS = (0.42, 0.58)  # of the centred page's 736 px: the 280 px canvas, and the answer beside it
 PEN_WIDTH = (8, 40, 20)  # min, max, default: ~2 px strokes once a full-height digit is scaled into MNIST's 20 px box
-NOT_A_DIGIT_ANSWER = "This doesn't look like a digit"
+NOT_A_DIGIT_ANSWER = "This doesn't look like a digit"  # the page's words for the model's "not a digit" answer
 COMPONENTS_DIR = Path(__file__).resolve().parent / "components"  # the custom elements' CSS and JS, read at import
 
 st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/draw:", layout="centered")
@@ -51,11 +51,9 @@ canvas_style_fix = st.components.v2.component(
 
 # The result panel under the Prediction metric: confidence, the 28x28 input the model saw, a bar for each of the
 # ten probabilities, and the feedback controls ("Yes, it's N" in one click, or pick the true digit 0-9 and Submit).
-# One Components v2 element instead of a chart and five Streamlit widgets (~20-30 ms less browser rendering per
-# Predict). It is mounted only while there is a prediction: Streamlit's frontend re-renders every element on the
-# page at each step of a rerun, so an empty panel waiting under the canvas slowed every Predict by ~5 ms (p50 of
-# the click-to-metric time, both versions measured in one run). Mounted with the answer, it costs nothing in the
-# renders that come before it.
+# One Components v2 element instead of a chart and five Streamlit widgets: the browser renders one element, not six.
+# It is mounted only while there is a prediction: Streamlit's frontend re-renders every element on the page at each
+# step of a rerun, so an empty panel waiting under the canvas would slow every Predict (the README's figures).
 # Data in: {digit, confidence, probabilities, image, label, is_digit, not_digit_score, not_digit}. One trigger out,
 # `label`: a digit, or the `not_digit` value for "Not a digit", which the server validates before storing it.
 result_panel = st.components.v2.component(
@@ -194,9 +192,9 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
 def feedback_verdict(prediction: utils.Prediction, label: int | str) -> tuple[str, str]:
     """The user's answer as said back ("true label **7**", "**not a digit**"), and what it makes of the app's answer
     ("correct", "wrong (predicted 4)", "wrong (predicted not a digit)")."""
-    shown = str(prediction.digit) if prediction.is_digit else "not a digit"
+    shown = str(prediction.digit) if prediction.is_digit else db.NOT_A_DIGIT
     if label == db.NOT_A_DIGIT:
-        given, right = "**not a digit**", not prediction.is_digit
+        given, right = f"**{db.NOT_A_DIGIT}**", not prediction.is_digit
     else:
         given, right = f"true label **{label}**", prediction.is_digit and label == prediction.digit
     return given, "correct" if right else f"wrong (predicted {shown})"
@@ -223,7 +221,7 @@ def panel_data(result: dict[str, Any]) -> dict[str, Any]:
         "digit": prediction.digit,
         "confidence": utils.format_confidence(prediction.confidence),
         "probabilities": [round(p, 6) for p in prediction.probabilities],
-        "image": log_pages.thumbnail(result["png"]),
+        "image": history.thumbnail(result["png"]),
         "label": result["label"],
         "is_digit": prediction.is_digit,
         "not_digit_score": utils.format_confidence(prediction.not_digit_score),
@@ -302,8 +300,8 @@ def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
 
 def page_switcher(pages: list[StreamlitPage], current: StreamlitPage) -> None:
     """The page bar: a segmented control rather than st.navigation's top bar. Streamlit's frontend renders the top
-    bar (a responsive overflow menu) again at each step of every rerun, which made each Predict ~6 ms slower (p50,
-    both versions against the trivial page in one run); a segmented control in its place costs next to nothing."""
+    bar (a responsive overflow menu) again at each step of every rerun, which slows each Predict; a segmented
+    control in its place costs next to nothing."""
     by_title = {page.title: page for page in pages}
     target = st.session_state.pop("page_target", None)  # set by a click, in the previous run's callback
     if target in by_title and target != current.title:
@@ -322,8 +320,7 @@ def page_switcher(pages: list[StreamlitPage], current: StreamlitPage) -> None:
 
 def main() -> None:
     # The h1 of st.title, as markdown: Streamlit's frontend renders every element again at each step of a rerun, and
-    # its heading element is the costly one (five on a bare page added ~13 ms to each Predict, five markdown h1s ~5 ms;
-    # headless Chromium).
+    # its heading element costs more to render than a markdown h1.
     st.markdown("# MNIST Digit Classifier")
     model_path = os.environ.get("MODEL_PATH") or str(utils.DEFAULT_MODEL_PATH)
     try:
@@ -346,10 +343,10 @@ def main() -> None:
             lambda: upload_section(checkpoint, database), title="Upload", icon=":material/upload:", url_path="upload"
         ),
         st.Page(
-            lambda: log_pages.history_section(database), title="History", icon=":material/history:", url_path="history"
+            lambda: history.history_section(database), title="History", icon=":material/history:", url_path="history"
         ),
         st.Page(
-            lambda: log_pages.stats_section(checkpoint, database),
+            lambda: stats.stats_section(checkpoint, database),
             title="Stats",
             icon=":material/insights:",
             url_path="stats",

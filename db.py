@@ -1,14 +1,14 @@
-"""PostgreSQL storage for the predictions log: schema, writes, feedback, history and stats.
+"""The app's door to PostgreSQL: `Database` logs predictions and feedback, and reads History and Stats.
 
     python db.py            # create/migrate the schema where the environment points, print where that is
 
-Where the database is, in order: `DATABASE_URL`; else `POSTGRES_HOST` (+ `POSTGRES_PORT/DB/USER/PASSWORD`); else an
-embedded PostgreSQL (the `pgserver` package) under `data/postgres/`, so a fresh machine needs no server. Variables
-come from the environment and from `.env` (python-dotenv; the environment wins).
+The parts live in storage/: config (where the database is: `DATABASE_URL`, `POSTGRES_*`, or an embedded server),
+pool (connections and bounded waits), schema (the tables, the rollup and the SQL), reads (History, export, Stats)
+and spool (the outage file). This module holds the writes and the spool's replay.
 
 Nothing a user submits is lost: when the database cannot be reached, or does not answer within `DB_WRITE_TIMEOUT`
 (a hung server enforces no timeout of its own, so the wait is bounded here), writes go to a local spool
-(spool.py: `data/spool.jsonl`, fsync'd) and are replayed in order, exactly once, by a background thread within
+(storage/spool.py: `data/spool.jsonl`, fsync'd) and are replayed in order, exactly once, by a background thread within
 seconds of the database coming back. Every row carries a client-made `request_id` (unique), so a replay, a retry
 after an unknown commit outcome, or a hung write that commits late never duplicates a row; labels carry the time
 the user gave them, so a late one never overwrites a newer one. A prediction spooled while offline gets a
@@ -18,96 +18,39 @@ provisional negative id; feedback given to it follows it into the table.
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import datetime as dt
 import json
 import logging
-import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg2
-import psycopg2.errors
-import psycopg2.extensions
-import psycopg2.extras
-import psycopg2.pool
-from dotenv import load_dotenv
 
-from schema import (
+from storage.config import DATA_DIR, configured_dsn, describe, embedded_dsn, setting
+from storage.pool import DatabaseUnavailable
+from storage.reads import Reads
+from storage.schema import (
     INSERT_SQL,
     LABEL_BY_ID_SQL,
     LABEL_BY_REQUEST_SQL,
+    NOT_A_DIGIT,
     NUM_CLASSES,
     SCHEMA,
     SCHEMA_LOCK_KEY,
-    NOT_A_DIGIT,
     check_digit,
     check_milliseconds,
     check_probability,
     check_text,
 )
-from reads import DatabaseUnavailable, Reads
-from spool import Spool
-from spool import claim as spool_claim
+from storage.spool import Spool
+from storage.spool import claim as spool_claim
 
-PROJECT_DIR = Path(__file__).resolve().parent
-DATA_DIR = PROJECT_DIR / "data"
+__all__ = ["NOT_A_DIGIT", "Database", "DatabaseUnavailable", "configured_dsn", "describe", "embedded_dsn"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Configuration
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def configured_dsn() -> str | None:
-    """The DSN the environment (or `.env`) names, or None when nothing is configured."""
-    load_dotenv(PROJECT_DIR / ".env", override=False)
-    if url := os.environ.get("DATABASE_URL"):
-        return url
-    if host := os.environ.get("POSTGRES_HOST"):
-        return psycopg2.extensions.make_dsn(
-            host=host,
-            port=_env("POSTGRES_PORT", "5432"),
-            dbname=_env("POSTGRES_DB", "mnist"),
-            user=_env("POSTGRES_USER", "mnist"),
-            password=os.environ.get("POSTGRES_PASSWORD", ""),
-        )
-    return None
-
-
-_embedded_servers: dict[Path, Any] = {}
-
-
-def embedded_dsn(pgdata: Path | None = None) -> str:
-    """Start (or reuse) the embedded PostgreSQL under `data/postgres/` and return its DSN."""
-    import pgserver  # imported here: only the no-config default needs it
-
-    path = (pgdata or Path(_env("EMBEDDED_PGDATA", str(DATA_DIR / "postgres")))).resolve()
-    if path not in _embedded_servers:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _embedded_servers[path] = pgserver.get_server(path, cleanup_mode="stop")  # stops when this process exits
-    return str(_embedded_servers[path].get_uri())
-
-
-def describe(dsn: str) -> str:
-    """The DSN without its password, for logs and the page."""
-    params = psycopg2.extensions.parse_dsn(dsn)
-    params.pop("password", None)
-    return " ".join(f"{k}={v}" for k, v in params.items())
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The database handle: a pool, the spool, and the API
 
 
 class Database(Reads):
@@ -128,122 +71,34 @@ class Database(Reads):
         read_timeout: float | None = None,
         replay_interval: float = 2.0,
     ) -> None:
-        self._dsn = dsn
+        super().__init__(dsn, pool_size, connect_timeout, statement_timeout_ms, pool_wait_seconds)
         # SPOOL_PATH names one file (a single process); otherwise each process claims its own in SPOOL_DIR (replicas).
-        configured = spool_path or _env("SPOOL_PATH", "")
-        self.spool_path = Path(configured) if configured else spool_claim(Path(_env("SPOOL_DIR", str(DATA_DIR))))
+        configured = spool_path or setting("SPOOL_PATH", "")
+        self.spool_path = Path(configured) if configured else spool_claim(Path(setting("SPOOL_DIR", str(DATA_DIR))))
         self.spool = Spool(self.spool_path)
-        self.pool_size = pool_size or int(_env("DB_POOL_SIZE", "4"))
-        self._connect_args: dict[str, Any] = {
-            "connect_timeout": connect_timeout or int(_env("DB_CONNECT_TIMEOUT", "3")),
-            "options": f"-c statement_timeout={statement_timeout_ms or int(_env('DB_STATEMENT_TIMEOUT_MS', '5000'))}",
-            "application_name": "mnist-digit-classifier",
-        }
-        self._pool: psycopg2.pool.ThreadedConnectionPool | None = None
-        self._pool_lock = threading.Lock()
-        # ThreadedConnectionPool raises when exhausted; the semaphore makes callers wait for a free connection.
-        self._slots = threading.BoundedSemaphore(self.pool_size)
-        self._pool_wait = pool_wait_seconds
         self._provisional: dict[int, str] = {}  # provisional (negative) id -> request_id, for offline feedback
         self._replayed: dict[int, int] = {}  # provisional id -> the row's real id, once replayed
         self._schema_ready = False
-        # Bounded waits: the database work runs on these threads, the caller waits at most the timeout.
-        self.write_timeout = write_timeout or float(_env("DB_WRITE_TIMEOUT", "1.0"))
-        self.read_timeout = read_timeout or float(_env("DB_READ_TIMEOUT", "5.0"))
+        self.write_timeout = write_timeout or float(setting("DB_WRITE_TIMEOUT", "1.0"))
+        self.read_timeout = read_timeout or float(setting("DB_READ_TIMEOUT", "5.0"))
         # The first schema run of a process may migrate a big table (indexes, the rollup's backfill): it gets longer,
         # both as the wait and as its statements' timeout.
-        self.migrate_timeout = float(_env("DB_MIGRATE_TIMEOUT", "30"))
-        self._workers = concurrent.futures.ThreadPoolExecutor(self.pool_size + 2, thread_name_prefix="db")
+        self.migrate_timeout = float(setting("DB_MIGRATE_TIMEOUT", "30"))
         self._replay_lock = threading.Lock()  # one replay at a time; others do not wait for it
         self._replay_interval = replay_interval
         self._replayer: threading.Thread | None = None
         self._replayer_lock = threading.Lock()
         self._stop_replay = threading.Event()
 
-    @property
-    def dsn(self) -> str:
-        if self._dsn is None:
-            self._dsn = configured_dsn() or embedded_dsn()
-        return self._dsn
-
-    # -- connections -------------------------------------------------------------------------------------------
-
-    def _get_pool(self) -> psycopg2.pool.ThreadedConnectionPool:
-        with self._pool_lock:
-            if self._pool is None:
-                try:
-                    # minconn == maxconn: connections are opened once and kept (a reconnect costs ~3 ms).
-                    self._pool = psycopg2.pool.ThreadedConnectionPool(
-                        self.pool_size, self.pool_size, self.dsn, **self._connect_args
-                    )
-                except psycopg2.OperationalError as exc:
-                    raise DatabaseUnavailable(f"cannot connect to PostgreSQL ({describe(self.dsn)}): {exc}") from exc
-            return self._pool
-
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg2.extensions.connection]:
-        if not self._slots.acquire(timeout=self._pool_wait):
-            raise DatabaseUnavailable(f"all {self.pool_size} database connections stayed busy for {self._pool_wait}s")
-        try:
-            pool = self._get_pool()
-            try:
-                conn = pool.getconn()
-            except psycopg2.OperationalError as exc:
-                raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-            broken = True
-            try:
-                yield conn
-                broken = bool(conn.closed)
-            finally:
-                pool.putconn(conn, close=broken or bool(conn.closed))
-        finally:
-            self._slots.release()
-
-    def _export_connection(self) -> psycopg2.extensions.connection:
-        """A connection outside the pool for one long read (the CSV export): a download that takes minutes must not
-        hold one of the few connections the page's writes need."""
-        return psycopg2.connect(self.dsn, **self._connect_args)
-
-    def _run(self, work: Callable[[Any], T]) -> T:
-        """Run `work(cursor)` in one transaction; replace dead pooled connections and retry (server restarts)."""
-        last: Exception | None = None
-        for _ in range(self.pool_size + 1):  # after a restart every pooled connection is dead: each fails fast once
-            try:
-                with self._connection() as conn:
-                    with conn:  # commit on success, roll back on error
-                        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-                            return work(cur)
-            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                if isinstance(exc, psycopg2.errors.QueryCanceled):
-                    raise DatabaseUnavailable(f"the database timed out: {exc}") from exc
-                last = exc
-                log.warning("database connection failed (%s); retrying on a fresh connection", exc)
-        raise DatabaseUnavailable(f"the database is unreachable: {last}") from last
-
-    def _bounded(self, work: Callable[[], T], timeout: float) -> T:
-        """`work()` on a worker thread, waited for at most `timeout` seconds. A server that accepts connections but
-        answers nothing (a stalled disk, a frozen VM) enforces no statement timeout, so the bound must be ours. On
-        time-out the work is cancelled if it has not started; if it has, it may still finish later, which request
-        ids and label times make harmless."""
-        future = self._workers.submit(work)
-        try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise DatabaseUnavailable(f"the database did not answer within {timeout:g} s") from None
-
     def close(self) -> None:
-        """Close the pooled connections (the handle reconnects if used again); stop the replayer, whose writes stay
-        in the spool for the next replay."""
+        """Stop the replayer (its writes stay in the spool for the next replay), then close the pooled connections
+        (the handle reconnects if used again)."""
         self._stop_replay.set()
         replayer = self._replayer
         if replayer is not None:
             replayer.join(timeout=2.0)
         self._stop_replay.clear()
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.closeall()
-                self._pool = None
+        super().close()
 
     # -- schema ------------------------------------------------------------------------------------------------
 
@@ -481,72 +336,8 @@ class Database(Reads):
             self._replayer = None
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Module-level API on one shared handle configured from the environment
-
-
-_default: Database | None = None
-_default_lock = threading.Lock()
-
-
-def get_database() -> Database:
-    """The process-wide `Database` for the environment's configuration (created on first use)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Database()
-        return _default
-
-
-def reset_database() -> None:
-    """Forget the shared handle (closing its pool): the next call reads the environment again."""
-    global _default
-    with _default_lock:
-        if _default is not None:
-            _default.close()
-        _default = None
-
-
-def init_db() -> None:
-    get_database().init_db()
-
-
-def log_prediction(
-    predicted_digit: int,
-    confidence: float,
-    probabilities: Sequence[float] | None = None,
-    image_png: bytes | None = None,
-    model_version: str | None = None,
-    inference_ms: float | None = None,
-    is_digit: bool | None = None,
-    not_digit_score: float | None = None,
-) -> int:
-    return get_database().log_prediction(
-        predicted_digit, confidence, probabilities, image_png, model_version, inference_ms, is_digit, not_digit_score
-    )
-
-
-def set_true_label(prediction_id: int, true_label: int | str | None) -> None:
-    get_database().set_true_label(prediction_id, true_label)
-
-
-def get_prediction_history(
-    limit: int = 100,
-    offset: int = 0,
-    digit: int | None = None,
-    correct: bool | None = None,
-    not_digit: bool | None = None,
-    before: tuple[dt.datetime, int] | None = None,
-) -> list[dict[str, Any]]:
-    return get_database().get_prediction_history(limit, offset, digit, correct, not_digit, before)
-
-
-def get_stats() -> dict[str, Any]:
-    return get_database().get_stats()
-
-
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    database = get_database()
+    database = Database()
     database.init_db()
     print(f"schema ready at {describe(database.dsn)}; {database.pending()} spooled writes waiting")

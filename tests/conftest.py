@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import db  # noqa: E402
-import pg  # noqa: E402
-import utils  # noqa: E402
+import db
+import utils
+from tools import pg
+from training import dataset
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,7 +38,6 @@ def database_url(admin_dsn: str) -> Iterator[str]:
     """One throwaway database for the whole run, dropped at the end."""
     dsn = pg.create_database(admin_dsn)
     yield dsn
-    db.reset_database()
     pg.drop_database(admin_dsn, dsn)
 
 
@@ -68,14 +63,13 @@ def database(database_url: str, tmp_path: Path) -> Iterator[db.Database]:
 
 @pytest.fixture(scope="session")
 def mnist_test_split() -> "object":
-    """The official 10k MNIST test images via train.load_mnist (MNIST_DIR offline, else data/ or a download)."""
-    import train
-
+    """The official 10k MNIST test images via training.dataset.load_mnist (MNIST_DIR offline, else data/ or a
+    download)."""
     source = os.environ.get("MNIST_DIR")
-    raw = train.DATA_ROOT / "MNIST" / "raw"
-    if not source and not all((raw / name).is_file() for name in train.MNIST_FILES):
+    raw = dataset.DATA_ROOT / "MNIST" / "raw"
+    if not source and not all((raw / name).is_file() for name in dataset.MNIST_FILES):
         pytest.skip("MNIST files unavailable: set MNIST_DIR to a folder with the four IDX files (or run make data)")
-    _, test_split, _ = train.load_mnist(source)
+    _, test_split, _ = dataset.load_mnist(source)
     return test_split
 
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 import db
-import pg
+from tools import pg
 import utils
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,8 +18,8 @@ import psycopg2
 import pytest
 from PIL import Image, ImageDraw
 
-import browser
-import pg
+from tools import browser
+from tools import pg
 import utils
 
 pytestmark = pytest.mark.browser

@@ -13,7 +13,7 @@ import psycopg2.errors
 import pytest
 
 import db
-import pg
+from tools import pg
 
 PROBS = [0.01] * 9 + [0.91]
 

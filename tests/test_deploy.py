@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.architecture import closure, graph, modules
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_ENV = {"POSTGRES_PASSWORD": "only-for-validation", "PATH": "/usr/bin:/bin:/usr/local/bin"}
 
@@ -115,18 +117,25 @@ def test_github_workflow_gates_on_evaluation_and_deploys_only_from_main() -> Non
     assert "rolling back" in script and "Health.Status" in script
 
 
+def image_files() -> set[str]:
+    """The project files the image holds: each COPY source, a folder standing for every file under it."""
+    copied = " ".join(re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", dockerfile(), flags=re.M)).split()
+    files: set[str] = set()
+    for source in copied:
+        path = ROOT / source
+        files |= {str(p.relative_to(ROOT)) for p in path.rglob("*.py")} if path.is_dir() else {source.rstrip("/")}
+    return files
+
+
 def test_image_copies_every_project_module_the_app_imports() -> None:
-    """The app's own imports, followed through the project's modules, all reach the image (a missing one would only
-    fail at `docker run`, which nothing here can do)."""
-    copied = set(" ".join(re.findall(r"^COPY (.+) \S+$", dockerfile(), flags=re.M)).split())
-    project = {path.stem for path in ROOT.glob("*.py")}
-    needed, frontier = set(), {"server", "app"}
-    while frontier:
-        module = frontier.pop()
-        needed.add(module)
-        source = (ROOT / f"{module}.py").read_text()
-        imported = set(re.findall(r"^(?:import|from) (\w+)", source, flags=re.M)) & project
-        frontier |= imported - needed
-    missing = {f"{module}.py" for module in needed} - copied
+    """The app's own imports (inside functions too), followed through the project's modules and packages, all reach
+    the image (a missing one would only fail at `docker run`, which nothing here can do); nothing from training/ or
+    tools/ does."""
+    known = modules()
+    needed = closure({"server", "app"}, graph())
+    assert {"utils", "db", "inference.network", "storage.reads", "views.history"} <= needed  # the walk follows packages
+    files = {str(known[name].relative_to(ROOT)) for name in needed}
+    missing = files - image_files()
     assert not missing, f"imported by the app but not copied into the image: {sorted(missing)}"
-    assert "registry" not in needed and "train" not in needed, "the app never imports training code"
+    assert not {name for name in needed if name.split(".")[0] in ("training", "tools", "train")}, "no training code"
+    assert not {f for f in image_files() if f.startswith(("training/", "tools/", "tests/", "train.py"))}

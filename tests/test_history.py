@@ -13,11 +13,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-import bench_history
+from tools import bench_history
 import db
-import pg
-import spool
-from schema import SCHEMA
+from tools import pg
+from storage import spool
+from storage.schema import SCHEMA
 
 
 def stats_by_scan(dsn: str) -> dict[str, object]:
@@ -113,7 +113,7 @@ def test_csv_export_streams_every_matching_row(database: db.Database) -> None:
 
 
 def test_csv_export_reads_in_batches(database: db.Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    import reads
+    from storage import reads
 
     monkeypatch.setattr(reads, "EXPORT_BATCH", 10)
     for d in range(35):
@@ -225,7 +225,10 @@ def test_history_bench_builds_and_times_a_table(admin_dsn: str, monkeypatch: pyt
 def test_each_process_claims_a_spool_file_of_its_own_and_takes_over_a_dead_ones(tmp_path: Path) -> None:
     dead = spool.Spool(tmp_path / spool.slot_name(3))
     dead.append({"op": "label", "id": 1, "true_label": 2})
-    code = "import pathlib, sys, time, spool; print(spool.claim(pathlib.Path(sys.argv[1])), flush=True); time.sleep(5)"
+    code = (
+        "import pathlib, sys, time; from storage import spool; "
+        "print(spool.claim(pathlib.Path(sys.argv[1])), flush=True); time.sleep(5)"
+    )
     root = Path(__file__).resolve().parent.parent
     first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=root, stdout=subprocess.PIPE, text=True)
     try:

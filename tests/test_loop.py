@@ -17,10 +17,10 @@ import pytest
 import torch
 
 import db
-import drawn
-import negatives
-import promotion
-import registry
+from training import drawn
+from training import negatives
+from training import promotion
+from training import registry
 import utils
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import train
+from training import dataset
+from training.loop import evaluate
 import utils
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +27,7 @@ def test_checkpoint_loads_with_weights_only_and_carries_its_config_and_evidence(
     meta = raw["meta"]
     for key in ("test_accuracy", "val_accuracy", "epochs_run", "train_seconds", "torch_version", "trained_at"):
         assert key in meta, key
-    assert set(meta["data_sha256"]) == set(train.MNIST_FILES)
+    assert set(meta["data_sha256"]) == set(dataset.MNIST_FILES)
     assert meta["dry_run"] is False
     assert utils.DEFAULT_MODEL_PATH.stat().st_size < 2_000_000
 
@@ -34,7 +35,7 @@ def test_checkpoint_loads_with_weights_only_and_carries_its_config_and_evidence(
 def test_shipped_model_reaches_the_bar_and_its_recorded_accuracy_is_true(
     mnist_test_split, checkpoint: utils.Checkpoint
 ) -> None:
-    report = train.evaluate(checkpoint.model, mnist_test_split)
+    report = evaluate(checkpoint.model, mnist_test_split)
     assert report["total"] == 10_000
     assert abs(report["correct"] - checkpoint.meta["test_correct"]) <= 1  # float batching may flip a near-tie
     assert report["accuracy"] == pytest.approx(checkpoint.meta["test_accuracy"], abs=1e-4)
@@ -81,13 +82,13 @@ def test_place_mnist_accepts_gz_or_plain_files(tmp_path: Path) -> None:
     source = os.environ.get("MNIST_DIR")
     if not source:
         pytest.skip("MNIST_DIR not set")
-    raw = train.place_mnist(Path(source), tmp_path / "gz")
-    assert sorted(p.name for p in raw.iterdir()) == sorted(train.MNIST_FILES)
-    again = train.place_mnist(raw, tmp_path / "plain")  # uncompressed source works too
-    for name in train.MNIST_FILES:
+    raw = dataset.place_mnist(Path(source), tmp_path / "gz")
+    assert sorted(p.name for p in raw.iterdir()) == sorted(dataset.MNIST_FILES)
+    again = dataset.place_mnist(raw, tmp_path / "plain")  # uncompressed source works too
+    for name in dataset.MNIST_FILES:
         assert (again / name).read_bytes() == (raw / name).read_bytes()
     with pytest.raises(FileNotFoundError, match="four MNIST IDX files"):
-        train.place_mnist(tmp_path / "empty", tmp_path / "x")
+        dataset.place_mnist(tmp_path / "empty", tmp_path / "x")
 
 
 def test_help_documents_every_flag_with_its_default() -> None:
@@ -117,7 +118,7 @@ def test_dry_run_trains_end_to_end_on_real_mnist(tmp_path: Path, mnist_test_spli
 
 def test_augmentation_keeps_shape_range_and_is_seeded() -> None:
     images = torch.rand(16, 1, 28, 28)
-    a = train.augment(images, torch.Generator().manual_seed(3))
-    b = train.augment(images, torch.Generator().manual_seed(3))
+    a = dataset.augment(images, torch.Generator().manual_seed(3))
+    b = dataset.augment(images, torch.Generator().manual_seed(3))
     assert a.shape == images.shape and torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 1

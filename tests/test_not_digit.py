@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-import browser
-import calibration
-import drawn
-import negatives
+from tools import browser
+from training import calibration
+from training import drawn
+from training import negatives
 import utils
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg2
 import pytest
 
-import browser
-import pg
+from tools import browser
+from tools import pg
 
 pytestmark = pytest.mark.browser
 LAPTOP = {"width": 1280, "height": 800}

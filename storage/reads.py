@@ -3,7 +3,7 @@ rollup the triggers keep, schema.py) and the labelled rows retraining reads.
 
     python -c "import db; print(db.Database().get_stats()['total'])"
 
-`Reads` is mixed into `db.Database`, which supplies the connection pool, the bounded waits and the schema check;
+`Reads` is a base of `db.Database`, which supplies the bounded waits and the schema check (the pool is storage.pool's);
 every method here stays on `Database` (its public interface) and is tested through it. Each query's plan at a
 million rows is in the README's benchmark table (`make bench-history`).
 """
@@ -20,9 +20,10 @@ from typing import Any, TypeVar
 import psycopg2
 import psycopg2.extras
 
-from schema import (
+from storage.pool import Connections, DatabaseUnavailable
+from storage.schema import (
     HISTORY_COLUMNS,
-    NOT_A_DIGIT_ANSWER,
+    NOT_DIGIT,
     NUM_CLASSES,
     RIGHT,
     WRONG,
@@ -48,10 +49,6 @@ EXPORT_COLUMNS = (
 )
 
 Cursor = tuple[dt.datetime, int]  # (created_at, id) of the last row shown: the next page starts after it
-
-
-class DatabaseUnavailable(RuntimeError):
-    """The database cannot be reached or did not answer in time (writes are spooled; reads report it)."""
 
 
 def history_filter(
@@ -103,15 +100,12 @@ def percentile(counts: list[tuple[int, int, float]], q: float) -> float | None:
     return low + (rank - below) * (value(min(below + 1, total - 1)) - low)
 
 
-class Reads:
-    """History, export, stats and the labelled rows (mixed into `db.Database`)."""
+class Reads(Connections):
+    """History, export, stats and the labelled rows (`db.Database` supplies the schema check and the waits)."""
 
     read_wait: Callable[[], float]
-    _run: Callable[..., Any]
-    _bounded: Callable[..., Any]
     _ensure_schema_in: Callable[[Any], None]
     ensure_ready: Callable[[], None]
-    _export_connection: Callable[[], Any]
 
     def get_prediction_history(
         self,
@@ -136,9 +130,9 @@ class Reads:
         def read(cur: Any) -> list[dict[str, Any]]:
             self._ensure_schema_in(cur)
             # A page is a walk down one of the newest-first indexes. The planner cannot estimate
-            # `true_label = predicted_digit` (it guesses 0.5 % of rows, a year of traffic has ~30 %), and on that
-            # guess it read "digit 7, right only" 100 pages deep as a bitmap scan of every older right answer, then a
-            # sort: 290 ms at a million rows. Without bitmap scans it walks an index and stops after the page (~1 ms).
+            # `true_label = predicted_digit` (it guesses a tiny share of rows; in real traffic it is a large one), and
+            # on that guess it reads a deep page as a bitmap scan of every older right answer, then a sort. Without
+            # bitmap scans it walks an index and stops after the page (`make bench-history` has the plans).
             cur.execute("SET LOCAL enable_bitmapscan = off")
             cur.execute(sql, params)
             rows = [dict(r) for r in cur.fetchall()]
@@ -169,7 +163,8 @@ class Reads:
             with conn:
                 with conn.cursor() as check:
                     check.execute("SELECT to_regclass('predictions') IS NOT NULL")
-                    ready = check.fetchone()[0]
+                    found = check.fetchone()
+                    ready = bool(found and found[0])
                 with conn.cursor(name="export", cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                     cur.itersize = EXPORT_BATCH
                     if not ready:  # nothing logged yet, not even the table
@@ -209,7 +204,7 @@ class Reads:
         drops the connection mid-stream)."""
         self.ensure_ready()
         try:
-            with self._connection() as conn:  # type: ignore[attr-defined]
+            with self._connection() as conn:
                 with conn:  # a named cursor lives inside one transaction
                     with conn.cursor(name="labelled_rows", cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                         cur.itersize = batch_size
@@ -242,7 +237,7 @@ class Reads:
                 "(sum(n) FILTER (WHERE (answer = predicted_digit AND NOT flagged) OR (answer = %s AND flagged)))"
                 "::bigint AS correct FROM prediction_counts WHERE day > (now() AT TIME ZONE 'UTC')::date - %s "
                 "GROUP BY day HAVING sum(n) <> 0 ORDER BY day",
-                (NOT_A_DIGIT_ANSWER, days),
+                (NOT_DIGIT, days),
             )
             daily = [dict(r) for r in cur.fetchall()]
             cur.execute(
@@ -273,7 +268,7 @@ def summarise(
         digit, answer, flagged, n = cell["predicted_digit"], cell["answer"], cell["flagged"], int(cell["n"])
         total += n
         not_digit["flagged"] += n if flagged else 0
-        if answer == NOT_A_DIGIT_ANSWER:
+        if answer == NOT_DIGIT:
             not_digit["said_not_digit"] += n
             not_digit["agreed" if flagged else "missed"] += n
         elif answer >= 0:

@@ -1,6 +1,6 @@
 """How sure the model should be before it says "not a digit", and how honest its confidences are.
 
-    python calibration.py models/model.pth       # the shipped model's not-a-digit and calibration figures
+    python -m training.calibration models/model.pth       # the shipped model's not-a-digit and calibration figures
 
 train.py calls `choose_threshold` after training (on the validation split: validation digits as the canvas draws
 them, and validation non-digits from the training families) and stores the threshold in the checkpoint's config;
@@ -21,9 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import utils
-from dataset import Split
-from drawn import DRAWN_CHECK_SEED, PEN_DIGITS_HELDOUT, canvas_drawing, pen_digits
+from inference.labels import CLASSES, NOT_DIGIT
+from inference.network import DEFAULT_MODEL_PATH, Checkpoint, MNISTClassifier, load_checkpoint
+from inference.preprocess import IMAGE_SIZE, preprocess_image
+from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validation
+from training.drawn import DRAWN_CHECK_SEED, PEN_DIGITS_HELDOUT, canvas_drawing, pen_digits
+from training.negatives import make_negatives
+from training.plots import plot_not_digit
 
 KEEP_DIGITS = 0.9995  # the threshold keeps at least this share of validation digits (plain, re-drawn, pen-drawn)
 ECE_BINS = 15
@@ -52,14 +56,15 @@ def fit_temperature(digit_logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 @torch.inference_mode()
 def scores(model: torch.nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 1, 28, 28) inputs -> ((N, 10) digit probabilities, (N,) not-a-digit probabilities), as `utils.classify`."""
+    """(N, 1, 28, 28) inputs -> ((N, 10) digit probabilities, (N,) not-a-digit probabilities), as
+    `inference.predict.classify` computes them."""
     model.eval()
     digit_probs, not_digit = [], []
     for start in range(0, len(images), BATCH):
         logits = model(images[start : start + BATCH]).double()
-        digit_probs.append(F.softmax(logits[:, : len(utils.CLASSES)], dim=1).numpy())
-        if logits.shape[1] > utils.NOT_DIGIT:
-            not_digit.append(F.softmax(logits, dim=1)[:, utils.NOT_DIGIT].numpy())
+        digit_probs.append(F.softmax(logits[:, : len(CLASSES)], dim=1).numpy())
+        if logits.shape[1] > NOT_DIGIT:
+            not_digit.append(F.softmax(logits, dim=1)[:, NOT_DIGIT].numpy())
         else:
             not_digit.append(np.zeros(len(logits)))
     return np.concatenate(digit_probs), np.concatenate(not_digit)
@@ -70,10 +75,10 @@ def drawn_inputs(images: torch.Tensor, size: int, seed: int) -> tuple[torch.Tens
     picked (the drawn-digit check's recipe: every fifth on a transparent background)."""
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(images), size=min(size, len(images)), replace=False)
-    out = np.zeros((len(picks), 1, utils.IMAGE_SIZE, utils.IMAGE_SIZE), dtype=np.float32)
+    out = np.zeros((len(picks), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for n, i in enumerate(picks):
         drawing = canvas_drawing(images[int(i)].squeeze(0).numpy(), rng, transparent=n % 5 == 0)
-        out[n, 0] = utils.preprocess_image(drawing)
+        out[n, 0] = preprocess_image(drawing)
     return torch.from_numpy(out), picks
 
 
@@ -123,7 +128,7 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return float(total)
 
 
-def calibrate(model: utils.MNISTClassifier, val_digits: Split, val_negatives: torch.Tensor, seed: int) -> Choice:
+def calibrate(model: MNISTClassifier, val_digits: Split, val_negatives: torch.Tensor, seed: int) -> Choice:
     """Fit the temperature, then choose the not-a-digit threshold, on validation only: digits plain, re-drawn on the
     canvas and pen-drawn, and non-digits. Both are stored in the model (its config travels in the checkpoint)."""
     drawn, picks = drawn_inputs(val_digits.images, len(val_digits), seed)
@@ -131,7 +136,7 @@ def calibrate(model: utils.MNISTClassifier, val_digits: Split, val_negatives: to
     images = torch.cat([val_digits.images, drawn, pen])
     labels = torch.cat([val_digits.labels, val_digits.labels[torch.from_numpy(picks)], pen_labels])
     model.set_calibration(temperature=1.0)
-    temperature = fit_temperature(logits_of(model, images)[:, : len(utils.CLASSES)], labels)
+    temperature = fit_temperature(logits_of(model, images)[:, : len(CLASSES)], labels)
     model.set_calibration(temperature=temperature)
     _, digit_scores = scores(model, images)
     _, negative_scores = scores(model, val_negatives)
@@ -203,12 +208,9 @@ def confidence_only(model: torch.nn.Module, val_digits: Split, heldout: torch.Te
     return choose_threshold(1.0 - digit_probs.max(axis=1), 1.0 - heldout_probs.max(axis=1))
 
 
-def redraw_tradeoff(checkpoint: utils.Checkpoint, val: Split, seed: int, path: Path) -> None:
+def redraw_tradeoff(checkpoint: Checkpoint, val: Split, seed: int, path: Path) -> None:
     """The trade-off plot of a trained checkpoint, from the validation sets `calibrate` chose its threshold on
     (seeded, so the same drawings; the non-digits a tenth of its recipe's `--negatives`)."""
-    from negatives import make_negatives
-    from plots import plot_not_digit
-
     model = checkpoint.model
     count = max(int(checkpoint.meta.get("recipe", {}).get("negatives", 0)) // 10, 1)
     val_negatives, _ = make_negatives(count, "train", val.images, seed + 1)
@@ -224,11 +226,8 @@ def redraw_tradeoff(checkpoint: utils.Checkpoint, val: Split, seed: int, path: P
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dataset import VALIDATION_SIZE, load_mnist, split_validation
-    from negatives import make_negatives
-
     parser = argparse.ArgumentParser(description="Not-a-digit and calibration figures of a checkpoint.")
-    parser.add_argument("checkpoint", nargs="?", default=str(utils.DEFAULT_MODEL_PATH), help="model file")
+    parser.add_argument("checkpoint", nargs="?", default=str(DEFAULT_MODEL_PATH), help="model file")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DIR"), help="offline MNIST folder (env MNIST_DIR)")
     parser.add_argument("--heldout", type=int, default=HELDOUT_NEGATIVES, help="held-out non-digits to draw")
     parser.add_argument(
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    checkpoint = utils.load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(args.checkpoint)
     model = checkpoint.model
     full_train, test, _ = load_mnist(args.data_dir)
     heldout, kinds = make_negatives(args.heldout, "heldout", test.images, HELDOUT_SEED)

@@ -1,6 +1,6 @@
 """A syntax check for the custom elements' stylesheets (components/*.css), run by `make lint`.
 
-    python tests/lint_css.py components/*.css
+    python -m tools.lint_css components/*.css
 
 CSS parsers recover from errors silently (a browser drops the broken rule and carries on), so a typo here shows up
 only as a page that looks wrong. This parses each file with tinycss2, as a browser would, and reports what a browser

@@ -1,7 +1,7 @@
 """Benchmarks behind the README's figures: inference latency, database writes/reads, page response time.
 
     make bench                       # all three
-    python tests/benchmark.py inference db page
+    python -m tools.benchmark inference db page
 
 Figures are printed and saved to test-artifacts/bench.json. Speed is measured here, never asserted in tests.
 """
@@ -23,13 +23,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import browser  # noqa: E402
-import db  # noqa: E402
-import pg  # noqa: E402
-import utils  # noqa: E402
+from tools import browser
+import db
+from tools import pg
+import utils
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -146,7 +144,7 @@ def bench_page(draws: int = 20) -> dict[str, Any]:
         try:
             with (
                 browser.running_app(env, os.environ.get("BENCH_APP", "server.py")) as app_url,
-                browser.running_app(env, "tests/bench_page.py") as trivial_url,
+                browser.running_app(env, "tools/bench_page.py") as trivial_url,
             ):
                 with sync_playwright() as p:
                     chromium = p.chromium.launch(executable_path=path, args=browser.CHROMIUM_ARGS)

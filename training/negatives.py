@@ -1,13 +1,13 @@
 """Drawings that are not digits: the 11th class the model learns ("not a digit"), and the held-out set that measures
 how many of them it flags.
 
-    python negatives.py --preview data/negatives.png    # a grid of each family, as the model sees them
+    python -m training.negatives --preview data/negatives.png    # a grid of each family, as the model sees them
 
 Every negative is drawn on a 280x280 canvas the way the app's canvas sends it (white strokes on black, a pen 12-28 px
-wide) and goes through the app's own preprocessing (`utils.preprocess_image`), so the model learns on exactly what it
+wide) and goes through the app's own preprocessing (`preprocess_image`), so the model learns on exactly what it
 will be shown. Two disjoint sources:
 
-- `train`: letters drawn as pen strokes (templates below), letters rendered from the DejaVu fonts that matplotlib
+- `train`: letters drawn as pen strokes (training/templates.py), letters rendered from the DejaVu fonts that matplotlib
   ships, shapes, arrows and symbols, smooth scribbles, filled blobs, digits crossed out, and two or three digits
   side by side (from the training split only).
 - `heldout`: what training never sees, for the figures in the model card: letters from other fonts (STIX, Computer
@@ -21,6 +21,7 @@ Letters that people draw like digits are left out of both (O, Q, D, I, l, J, S, 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,154 +29,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-import utils
-from drawn import CANVAS, Stroke, arc, as_canvas, canvas_drawing, pen_drawing
-
-# Letters people write like a digit (0: O o Q D; 1: I l i j J; 2: Z z; 5: S s; 6: b G; 8: B; 9: g q a) and lowercase
-# letters that are a smaller copy of their capital. Everything else is a fair "not a digit".
-FONT_LETTERS = "ACEFHKLMNPRTUVWXYdehkmnrtuvwxy?&@#*+=<>%"
-LETTERS_ONLY = "ACEFHKLMNPRTUVWXYdehkmnrtuvwxy"  # Computer Modern maps ASCII symbols to other glyphs
-
-# Uppercase and lowercase letters as a person draws them (unit box, x right, y down).
-LETTER_STROKES: dict[str, list[Stroke]] = {
-    "A": [[(0.0, 1.0), (0.5, 0.0), (1.0, 1.0)], [(0.22, 0.6), (0.78, 0.6)]],
-    "C": [arc(0.55, 0.5, 0.45, 0.5, -45, -315, 20)],
-    "E": [[(1.0, 0.0), (0.0, 0.0), (0.0, 1.0), (1.0, 1.0)], [(0.0, 0.5), (0.75, 0.5)]],
-    "F": [[(1.0, 0.0), (0.0, 0.0), (0.0, 1.0)], [(0.0, 0.48), (0.75, 0.48)]],
-    "H": [[(0.0, 0.0), (0.0, 1.0)], [(1.0, 0.0), (1.0, 1.0)], [(0.0, 0.5), (1.0, 0.5)]],
-    "K": [[(0.0, 0.0), (0.0, 1.0)], [(0.95, 0.0), (0.0, 0.58)], [(0.3, 0.4), (1.0, 1.0)]],
-    "L": [[(0.0, 0.0), (0.0, 1.0), (0.9, 1.0)]],
-    "M": [[(0.0, 1.0), (0.05, 0.0), (0.5, 0.65), (0.95, 0.0), (1.0, 1.0)]],
-    "N": [[(0.0, 1.0), (0.0, 0.0), (1.0, 1.0), (1.0, 0.0)]],
-    "P": [[(0.0, 1.0), (0.0, 0.0), (0.55, 0.0), *arc(0.55, 0.25, 0.4, 0.25, -90, 90, 10), (0.0, 0.5)]],
-    "R": [[(0.0, 1.0), (0.0, 0.0), (0.55, 0.0), *arc(0.55, 0.25, 0.4, 0.25, -90, 90, 10), (0.0, 0.5), (1.0, 1.0)]],
-    "T": [[(0.0, 0.0), (1.0, 0.0)], [(0.5, 0.0), (0.5, 1.0)]],
-    "U": [[(0.0, 0.0), *arc(0.5, 0.55, 0.5, 0.45, 180, 0, 16), (1.0, 0.0)]],
-    "V": [[(0.0, 0.0), (0.5, 1.0), (1.0, 0.0)]],
-    "W": [[(0.0, 0.0), (0.25, 1.0), (0.5, 0.3), (0.75, 1.0), (1.0, 0.0)]],
-    "X": [[(0.0, 0.0), (1.0, 1.0)], [(1.0, 0.0), (0.0, 1.0)]],
-    "Y": [[(0.0, 0.0), (0.5, 0.5), (1.0, 0.0)], [(0.5, 0.5), (0.5, 1.0)]],
-    "e": [[(0.05, 0.55), (0.95, 0.55), *arc(0.5, 0.55, 0.45, 0.45, 0, -320, 18)]],
-    "h": [[(0.0, 0.0), (0.0, 1.0)], [(0.0, 0.62), *arc(0.45, 0.62, 0.45, 0.3, 180, 360, 10), (0.9, 1.0)]],
-    "k": [[(0.0, 0.0), (0.0, 1.0)], [(0.85, 0.35), (0.0, 0.75)], [(0.3, 0.62), (0.9, 1.0)]],
-    "m": [
-        [(0.0, 1.0), (0.0, 0.3)],
-        [*arc(0.25, 0.5, 0.25, 0.25, 180, 360, 8), (0.5, 1.0)],
-        [*arc(0.75, 0.5, 0.25, 0.25, 180, 360, 8), (1.0, 1.0)],
-    ],
-    "n": [[(0.0, 0.3), (0.0, 1.0)], [(0.0, 0.6), *arc(0.48, 0.6, 0.48, 0.3, 180, 360, 10), (0.96, 1.0)]],
-    "r": [[(0.0, 0.3), (0.0, 1.0)], [(0.0, 0.65), *arc(0.5, 0.65, 0.5, 0.35, 180, 300, 8)]],
-    "u": [[(0.0, 0.0), *arc(0.45, 0.6, 0.45, 0.4, 180, 0, 12), (0.9, 0.0), (0.95, 1.0)]],
-    "w": [[(0.0, 0.0), (0.2, 1.0), (0.5, 0.4), (0.8, 1.0), (1.0, 0.0)]],
-    "x": [[(0.1, 0.1), (0.9, 0.9)], [(0.9, 0.1), (0.1, 0.9)]],
-    "y": [[(0.0, 0.0), (0.5, 0.6)], [(1.0, 0.0), (0.2, 1.0)]],
-}
-
-
-def star(points: int = 5, inner: float = 0.4) -> Stroke:
-    """A star outline (one stroke), `points` tips on the unit circle's box."""
-    angles = np.radians(np.arange(2 * points + 1) * 180 / points - 90)
-    radii = np.where(np.arange(2 * points + 1) % 2 == 0, 0.5, 0.5 * inner)
-    return [(0.5 + r * np.cos(a), 0.5 + r * np.sin(a)) for r, a in zip(radii, angles)]
-
-
-def polygon(sides: int, turn_deg: float = -90) -> Stroke:
-    angles = np.radians(np.arange(sides + 1) * 360 / sides + turn_deg)
-    return [(0.5 + 0.5 * np.cos(a), 0.5 + 0.5 * np.sin(a)) for a in angles]
-
-
-def wave(cycles: float, points: int = 40) -> Stroke:
-    x = np.linspace(0, 1, points)
-    return [(float(a), 0.5 + 0.45 * np.sin(2 * np.pi * cycles * a)) for a in x]
-
-
-def spiral(turns: float, points: int = 60) -> Stroke:
-    t = np.linspace(0, 1, points)
-    return [(0.5 + 0.5 * s * np.cos(2 * np.pi * turns * s), 0.5 + 0.5 * s * np.sin(2 * np.pi * turns * s)) for s in t]
-
-
-# Each: (strokes, (min, max) width/height ratio). No circle (a 0) and no single upright line (a 1).
-TRAIN_SHAPES: dict[str, tuple[list[Stroke], tuple[float, float]]] = {
-    "triangle": ([[(0.5, 0.0), (1.0, 1.0), (0.0, 1.0), (0.5, 0.0)]], (0.8, 1.3)),
-    "square": ([[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)]], (0.85, 1.15)),
-    "rectangle": ([[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)]], (1.4, 2.2)),
-    "diamond": ([[(0.5, 0.0), (1.0, 0.5), (0.5, 1.0), (0.0, 0.5), (0.5, 0.0)]], (0.7, 1.1)),
-    "star": ([star()], (0.9, 1.1)),
-    "pentagon": ([polygon(5)], (0.9, 1.1)),
-    "arrow-right": ([[(0.0, 0.5), (1.0, 0.5)], [(0.65, 0.1), (1.0, 0.5), (0.65, 0.9)]], (1.3, 2.0)),
-    "arrow-left": ([[(1.0, 0.5), (0.0, 0.5)], [(0.35, 0.1), (0.0, 0.5), (0.35, 0.9)]], (1.3, 2.0)),
-    "arrow-up": ([[(0.5, 1.0), (0.5, 0.0)], [(0.1, 0.35), (0.5, 0.0), (0.9, 0.35)]], (0.5, 0.8)),
-    "arrow-down": ([[(0.5, 0.0), (0.5, 1.0)], [(0.1, 0.65), (0.5, 1.0), (0.9, 0.65)]], (0.5, 0.8)),
-    "plus": ([[(0.5, 0.0), (0.5, 1.0)], [(0.0, 0.5), (1.0, 0.5)]], (0.85, 1.15)),
-    "hash": (
-        [[(0.35, 0.0), (0.3, 1.0)], [(0.7, 0.0), (0.65, 1.0)], [(0.0, 0.33), (1.0, 0.33)], [(0.0, 0.67), (1.0, 0.67)]],
-        (0.8, 1.1),
-    ),
-    "check": ([[(0.0, 0.55), (0.35, 1.0), (1.0, 0.0)]], (0.9, 1.3)),
-    "heart": (
-        [
-            [
-                (0.5, 1.0),
-                (0.05, 0.45),
-                *arc(0.27, 0.27, 0.25, 0.25, 150, 330, 8),
-                *arc(0.73, 0.27, 0.25, 0.25, 210, 390, 8),
-                (0.95, 0.45),
-                (0.5, 1.0),
-            ]
-        ],
-        (0.9, 1.2),
-    ),
-    "smiley": (
-        [
-            arc(0.5, 0.5, 0.5, 0.5, 0, 360, 24),
-            [(0.33, 0.35), (0.34, 0.38)],
-            [(0.66, 0.35), (0.67, 0.38)],
-            arc(0.5, 0.55, 0.28, 0.22, 20, 160, 10),
-        ],
-        (0.9, 1.1),
-    ),
-    "house": ([[(0.0, 1.0), (0.0, 0.4), (0.5, 0.0), (1.0, 0.4), (1.0, 1.0), (0.0, 1.0)]], (0.8, 1.1)),
-    "lightning": ([[(0.6, 0.0), (0.15, 0.55), (0.6, 0.5), (0.3, 1.0)]], (0.5, 0.8)),
-    "wave": ([wave(2.0)], (1.5, 2.5)),
-    "zigzag": ([[(0.0, 0.0), (0.25, 1.0), (0.5, 0.0), (0.75, 1.0), (1.0, 0.0)]], (1.2, 2.2)),
-    "spiral": ([spiral(2.5)], (0.9, 1.1)),
-    "asterisk": ([[(0.5, 0.0), (0.5, 1.0)], [(0.07, 0.25), (0.93, 0.75)], [(0.93, 0.25), (0.07, 0.75)]], (0.9, 1.1)),
-    "equals": ([[(0.0, 0.3), (1.0, 0.3)], [(0.0, 0.7), (1.0, 0.7)]], (1.2, 2.0)),
-    "dash": ([[(0.0, 0.5), (1.0, 0.5)]], (2.0, 4.0)),
-    "trapezoid": ([[(0.25, 0.0), (0.75, 0.0), (1.0, 1.0), (0.0, 1.0), (0.25, 0.0)]], (1.1, 1.6)),
-    "parallelogram": ([[(0.3, 0.0), (1.0, 0.0), (0.7, 1.0), (0.0, 1.0), (0.3, 0.0)]], (1.3, 1.9)),
-    "hourglass": ([[(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0), (0.0, 0.0)]], (0.6, 0.9)),
-    "bowtie": ([[(0.0, 0.0), (1.0, 1.0), (1.0, 0.0), (0.0, 1.0), (0.0, 0.0)]], (1.2, 1.7)),
-    "infinity": ([[(0.5 + 0.5 * np.sin(t), 0.5 + 0.35 * np.sin(2 * t)) for t in np.linspace(0, 2 * np.pi, 40)]],
-                 (1.6, 2.4)),
-    "target": ([arc(0.5, 0.5, 0.5, 0.5, 0, 360, 24), arc(0.5, 0.5, 0.22, 0.22, 0, 360, 14)], (0.9, 1.1)),
-    "crossed-circle": ([arc(0.5, 0.5, 0.5, 0.5, 0, 360, 24), [(0.5, 0.0), (0.5, 1.0)], [(0.0, 0.5), (1.0, 0.5)]],
-                       (0.9, 1.1)),
-    "eye": ([[*arc(0.5, 1.0, 0.6, 0.75, 215, 325, 12), *arc(0.5, 0.0, 0.6, 0.75, 35, 145, 12)],
-             arc(0.5, 0.5, 0.15, 0.2, 0, 360, 12)], (1.5, 2.2)),
-    "coil": ([[(0.1 + 0.8 * t + 0.12 * np.cos(2 * np.pi * 4 * t), 0.5 - 0.45 * np.sin(2 * np.pi * 4 * t))
-               for t in np.linspace(0, 1, 60)]], (1.8, 3.0)),
-    "triangle-down": ([[(0.0, 0.0), (1.0, 0.0), (0.5, 1.0), (0.0, 0.0)]], (0.8, 1.3)),
-}  # fmt: skip
-
-# Shapes training never sees (the held-out figures).
-HELDOUT_SHAPES: dict[str, tuple[list[Stroke], tuple[float, float]]] = {
-    "envelope": ([[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0), (0.5, 0.55), (1.0, 0.0)]], (1.3, 1.8)),
-    "sun": ([arc(0.5, 0.5, 0.25, 0.25, 0, 360, 16)]
-            + [[(0.5 + 0.33 * np.cos(a), 0.5 + 0.33 * np.sin(a)), (0.5 + 0.5 * np.cos(a), 0.5 + 0.5 * np.sin(a))]
-               for a in np.radians(np.arange(0, 360, 45))], (0.9, 1.1)),
-    "cloud": ([[*arc(0.2, 0.6, 0.2, 0.25, 90, 270, 8), *arc(0.45, 0.35, 0.25, 0.3, 180, 360, 10),
-                *arc(0.78, 0.55, 0.22, 0.3, 250, 450, 8), (0.2, 0.85)]], (1.3, 1.8)),
-    "fish": ([[*arc(0.4, 0.5, 0.4, 0.3, 0, 360, 20)], [(0.8, 0.5), (1.0, 0.2), (1.0, 0.8), (0.8, 0.5)]], (1.4, 1.9)),
-    "tree": ([[(0.5, 0.0), (0.9, 0.65), (0.1, 0.65), (0.5, 0.0)], [(0.5, 0.65), (0.5, 1.0)]], (0.6, 0.9)),
-    "cube": ([[(0.0, 0.3), (0.7, 0.3), (0.7, 1.0), (0.0, 1.0), (0.0, 0.3), (0.3, 0.0), (1.0, 0.0), (1.0, 0.7),
-               (0.7, 1.0)], [(0.7, 0.3), (1.0, 0.0)]], (0.9, 1.1)),
-    "moon": ([[*arc(0.5, 0.5, 0.5, 0.5, 60, 300, 16), *arc(0.75, 0.5, 0.35, 0.45, 240, 120, 12)]], (0.6, 0.9)),
-    "flower": ([[(0.5 + 0.45 * abs(np.cos(2.5 * a)) * np.cos(a), 0.5 + 0.45 * abs(np.cos(2.5 * a)) * np.sin(a))
-                 for a in np.linspace(0, 2 * np.pi, 60)]], (0.9, 1.1)),
-    "x-in-box": ([[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.0, 0.0)], [(0.0, 0.0), (1.0, 1.0)],
-                  [(1.0, 0.0), (0.0, 1.0)]], (0.9, 1.1)),
-}  # fmt: skip
+from inference.preprocess import IMAGE_SIZE, EmptyDrawingError, preprocess_image
+from training.dataset import load_mnist
+from training.drawn import CANVAS, Stroke, as_canvas, canvas_drawing, pen_drawing
+from training.templates import FONT_LETTERS, HELDOUT_SHAPES, LETTER_STROKES, LETTERS_ONLY, TRAIN_SHAPES
 
 DEJAVU = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSansMono")
 OTHER_FONTS = ("STIXGeneral", "STIXGeneralBol", "STIXGeneralItalic", "cmr10", "cmss10", "cmtt10", "cmb10")
@@ -370,15 +227,15 @@ def make_negatives(count: int, source: str, digits: torch.Tensor, seed: int) -> 
     names = list(table)
     shares = np.array([table[n][0] for n in names])
     picks = rng.choice(len(names), size=count, p=shares / shares.sum())
-    images = np.zeros((count, 1, utils.IMAGE_SIZE, utils.IMAGE_SIZE), dtype=np.float32)
+    images = np.zeros((count, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     kinds = []
     for i, k in enumerate(picks):
         drawer = table[names[k]][1]
         while True:
             try:
-                images[i, 0] = utils.preprocess_image(drawer(rng))
+                images[i, 0] = preprocess_image(drawer(rng))
                 break
-            except utils.EmptyDrawingError:  # too small to read: the app would not classify it either
+            except EmptyDrawingError:  # too small to read: the app would not classify it either
                 continue
         kinds.append(names[k])
     return torch.from_numpy(images), kinds
@@ -390,7 +247,7 @@ def preview(out: Path, digits: torch.Tensor, per_family: int = 12) -> None:
     for source in ("train", "heldout"):
         for name, (_, drawer) in families(source, digits).items():
             rng = np.random.default_rng(abs(hash(name)) % 2**32)
-            row = [utils.preprocess_image(drawer(rng)) for _ in range(per_family)]
+            row = [preprocess_image(drawer(rng)) for _ in range(per_family)]
             rows.append(np.concatenate(row, axis=1))
     grid = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
     Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.Resampling.NEAREST).save(out)
@@ -398,10 +255,6 @@ def preview(out: Path, digits: torch.Tensor, per_family: int = 12) -> None:
 
 
 if __name__ == "__main__":
-    import os
-
-    from dataset import load_mnist
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preview", type=Path, required=True, help="PNG to write the grid to")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DIR"), help="offline MNIST folder (env MNIST_DIR)")

@@ -1,7 +1,8 @@
 """Digits as a 280x280 canvas holds them: MNIST test digits re-drawn as canvas strokes, and digits drawn from pen
 strokes in handwriting styles that MNIST rarely has.
 
-    python -c "import drawn, utils; print(drawn.style_accuracy(utils.load_model(), 'slashed-zero', 200, seed=1))"
+    python -c "import utils; from training.drawn import style_accuracy as acc; \
+print(acc(utils.load_model(), 'slashed-zero', 200, seed=1))"
 
 `canvas_drawing`: each MNIST digit is cropped, scaled to a random height (small to nearly full canvas), hardened into
 solid strokes (the canvas pen has no pressure grey), made thicker or thinner like a pen-width slider, and placed
@@ -18,7 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-import utils
+from inference.labels import CLASSES
+from inference.predict import classify
+from inference.preprocess import IMAGE_SIZE, preprocess_image
 
 CANVAS = 280
 DRAWN_CHECK_SIZE = 2000
@@ -78,7 +81,7 @@ def drawn_digit_accuracy(
     correct = 0
     for n, i in enumerate(picks):
         drawing = canvas_drawing(images[int(i)].squeeze(0).numpy(), rng, transparent=n % 5 == 0)
-        prediction = utils.classify(model, drawing)
+        prediction = classify(model, drawing)
         correct += prediction.is_digit and prediction.digit == int(labels[int(i)])
     return correct / size
 
@@ -170,10 +173,10 @@ def pen_digits(
     """`count` pen-drawn digits as the model sees them (through the app's preprocessing): (count, 1, 28, 28) float32
     in [0, 1] and their labels, the ten digits in turn."""
     rng = np.random.default_rng(seed)
-    labels = torch.arange(count) % len(utils.CLASSES)
-    images = np.zeros((count, 1, utils.IMAGE_SIZE, utils.IMAGE_SIZE), dtype=np.float32)
+    labels = torch.arange(count) % len(CLASSES)
+    images = np.zeros((count, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for i, digit in enumerate(labels.tolist()):
-        images[i, 0] = utils.preprocess_image(pen_digit(digit, rng, ways))
+        images[i, 0] = preprocess_image(pen_digit(digit, rng, ways))
     return torch.from_numpy(images), labels
 
 
@@ -230,5 +233,5 @@ def style_accuracy(model: torch.nn.Module, style: str, count: int, seed: int) ->
     wrong)."""
     rng = np.random.default_rng(seed)
     digit = STYLES[style][0]
-    read = (utils.classify(model, draw_style(style, rng)) for _ in range(count))
+    read = (classify(model, draw_style(style, rng)) for _ in range(count))
     return sum(p.is_digit and p.digit == digit for p in read) / count

@@ -1,6 +1,6 @@
 """The outage spool: an append-only, fsync'd JSON-lines file of writes that could not reach the database yet.
 
-    python -c "import spool; print(spool.Spool('data/spool.jsonl').pending())"
+    python -c "from storage import spool; print(spool.Spool('data/spool.jsonl').pending())"
 
 db.Database appends a write here when PostgreSQL is down or does not answer in time, and replays the file in order
 later. Appends and the removal of replayed lines happen under a thread lock and a file lock (`<spool>.lock`), never

@@ -1,9 +1,9 @@
 """Tracked experiments: train each configuration below as an MLflow run, then write the comparison into the model card.
 
-    make experiments                    # = python experiments.py: every configuration, then the report
-    python experiments.py --report      # only the report, from the tracking store (models/README.md, experiments.png)
-    python experiments.py --dry-run     # every configuration for a few batches (tests)
-    python experiments.py --only wide-ema-16 --batch 20261124T175556Z   # add a configuration to a batch
+    make experiments                            # = python -m training.experiments: every configuration, the report
+    python -m training.experiments --report     # only the report, from the tracking store (models/README.md, .png)
+    python -m training.experiments --dry-run    # every configuration for a few batches (tests)
+    python -m training.experiments --only wide-ema-16 --batch 20261124T175556Z   # add a configuration to a batch
 
 Each run stores its one-line hypothesis (tag `hypothesis`) and the batch it belongs to (tag `experiment_batch`).
 The winner is the run with the best validation accuracy: the official test set is reported, never used to choose.
@@ -20,10 +20,14 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import train
-from plots import plot_experiments
-from registry import mlflow_installed, tracking_uri
-from utils import PROJECT_DIR
+from inference.network import PROJECT_DIR
+from training.loop import selection_key
+from training.options import DefaultsHelpFormatter, build_parser, to_recipe
+from training.plots import plot_experiments
+from training.recipe import RUNS_DIR
+from training.record import track
+from training.registry import mlflow_installed, tracking_uri
+from training.scratch import train_from_scratch
 
 MODEL_CARD = PROJECT_DIR / "models" / "README.md"
 COMPARISON_PLOT = PROJECT_DIR / "models" / "experiments.png"
@@ -74,13 +78,20 @@ def run_all(dry_run: bool, extra: list[str], only: list[str] | None = None, batc
         if only and experiment.name not in only:
             continue
         print(f"\n=== {experiment.name}: {experiment.hypothesis}")
-        out = train.RUNS_DIR / f"{batch}-{experiment.name}" / "model.pth"
+        out = RUNS_DIR / f"{batch}-{experiment.name}" / "model.pth"
         argv = ["--epochs", str(EPOCHS), *experiment.flags, "--run-name", experiment.name]
         argv += ["--hypothesis", experiment.hypothesis, "--out", str(out), "--experiment-batch", batch, *extra]
-        code = train.main(argv + (["--dry-run"] if dry_run else []))
+        code = run_configuration(argv + (["--dry-run"] if dry_run else []))
         if code != 0:
             raise SystemExit(f"{experiment.name} failed (exit {code})")
     return batch
+
+
+def run_configuration(argv: list[str]) -> int:
+    """One configuration, written as train.py's flags, trained from scratch as a tracked run."""
+    recipe = to_recipe(build_parser().parse_args(argv))
+    mode = "dry-run" if recipe.dry_run else "train"
+    return track(recipe, mode, lambda device, run: train_from_scratch(recipe, device, run))
 
 
 def batch_runs(client: Any, batch: str | None) -> tuple[str, list[Any]]:
@@ -113,7 +124,7 @@ def report(batch: str | None = None) -> str:
         for r in runs
     }
     plot_experiments(curves, COMPARISON_PLOT)
-    # The rule train.fit keeps an epoch by (train.selection_key), applied to each run's kept epoch.
+    # The rule training.loop.fit keeps an epoch by (selection_key), applied to each run's kept epoch.
     kept = {r.info.run_id: kept_epoch(curves[r.info.run_name]) for r in runs}
     best_val = {run_id: accuracy for run_id, (accuracy, _) in kept.items()}
     winner = max(runs, key=lambda r: kept[r.info.run_id])
@@ -136,8 +147,9 @@ def report(batch: str | None = None) -> str:
     text = "\n".join(
         [
             START,
-            f"Batch `{chosen}` (`make experiments`; generated from the tracking store by `python experiments.py "
-            f"--report`, not typed by hand). Winner by validation accuracy, ties broken by the lower validation "
+            f"Batch `{chosen}` (`make experiments`; generated from the tracking store by "
+            f"`python -m training.experiments --report`, not typed by hand). Winner by validation accuracy, ties "
+            f"broken by the lower validation "
             f"loss (the rule training keeps an epoch by; the test set chooses nothing): **{winner.info.run_name}** "
             f"(version {winner.data.tags.get('model_version', '?')}).",
             "",
@@ -158,10 +170,10 @@ def report(batch: str | None = None) -> str:
 
 
 def kept_epoch(metrics: dict[str, list[tuple[int, float]]]) -> tuple[float, float]:
-    """train.selection_key of the epoch a run kept: the larger one wins."""
+    """selection_key of the epoch a run kept: the larger one wins."""
     loss = dict(metrics.get("val_loss", []))
     scores = metrics.get("val_score") or metrics.get("val_accuracy", [])  # runs from before val_score: digits only
-    keys = (train.selection_key(acc, loss.get(step, 0.0)) for step, acc in scores)
+    keys = (selection_key(acc, loss.get(step, 0.0)) for step, acc in scores)
     return max(keys, default=(0.0, 0.0))
 
 
@@ -170,7 +182,7 @@ def client_metric(client: Any, run_id: str, key: str) -> list[tuple[int, float]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=train.DefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--report", action="store_true", help="only regenerate the report from the store")
     parser.add_argument("--batch", help="report this batch, or add --only runs to it (default: the newest / a new one)")
     parser.add_argument("--only", nargs="+", choices=[e.name for e in EXPERIMENTS], help="run only these")

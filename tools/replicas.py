@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import browser
+from tools import browser
 
 CADDYFILE = browser.ROOT / "Caddyfile"
 STARTUP_SECONDS = 60

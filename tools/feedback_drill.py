@@ -1,7 +1,7 @@
 """The feedback loop end to end, on a handwriting style the shipped model misreads.
 
     make retrain-drill                                  # slashed zeros and crossed twos, 160 examples each
-    python tests/feedback_drill.py --styles flag-one --examples 150 [--dry-run]
+    python -m tools.feedback_drill --styles flag-one --examples 150 [--dry-run]
 
 1. Draws `--examples` canvas drawings of each style (drawn.draw_style), classifies them with the production model
    as the app does, and logs each prediction and its true label through the real db.py into a fresh database.
@@ -24,13 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import db  # noqa: E402
-import drawn  # noqa: E402
-import pg  # noqa: E402
-import utils  # noqa: E402
+import db
+from training import drawn
+from tools import pg
+import utils
 
 ROOT = Path(__file__).resolve().parent.parent
 FEED_SEED, NEW_SEED = 11, 97  # the examples fed back, and the new ones the result is judged on
@@ -99,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
                         f"accepted and right {figures['drawn_accepted_and_right']:.2%}"
                     )
         finally:
-            db.reset_database()
             pg.drop_database(admin, dsn)
     return 0
 

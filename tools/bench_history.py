@@ -1,7 +1,7 @@
 """History and Stats on a year of traffic: a million predictions in a throwaway database, timed through db.Database.
 
     make bench-history                              # 1,000,000 rows (about 2 min to build), figures + query plans
-    python tests/bench_history.py --rows 20000      # the smoke size the tests use
+    python -m tools.bench_history --rows 20000      # the smoke size the tests use
 
 The table is built with COPY (not a million INSERTs) after `init_db`, so the rollup triggers see it as the app's
 writes would: spread over 365 days, 30 % labelled (2 % of those wrong, 1 % "not a digit"), 3 % flagged "not a digit"
@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import db  # noqa: E402
-import pg  # noqa: E402
-import utils  # noqa: E402
+import db
+from storage.reads import history_filter
+from storage.schema import HISTORY_COLUMNS
+from tools import pg
+import utils
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 DAYS = 365
@@ -163,9 +163,6 @@ def deep_cursor(database: db.Database, kwargs: dict[str, Any], pages: int, size:
 
 def plans(database: db.Database) -> dict[str, str]:
     """EXPLAIN of the History and Stats queries (the README shows them)."""
-    from reads import history_filter
-    from schema import HISTORY_COLUMNS
-
     out = {}
     conn = database._export_connection()
     try:

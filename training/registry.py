@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from utils import PROJECT_DIR
+from inference.network import PROJECT_DIR
 
 REGISTERED_MODEL = "mnist-digit-classifier"
 DEFAULT_EXPERIMENT = "mnist-digit-classifier"

@@ -1,7 +1,7 @@
 """MNIST for training: the files (downloaded by torchvision, or placed from an offline folder), seeded splits, and the
 batch augmentation that moves MNIST towards digits drawn on a canvas.
 
-    python -c "import dataset, pathlib; print(dataset.place_mnist(pathlib.Path('/path/to/mnist')))"   # = make data
+    make data MNIST_DIR=/path/to/mnist      # = python -c "from training import dataset; ..." (place_mnist)
 
 MNIST comes through torchvision: downloaded on a machine with internet, or, offline, placed from the folder that
 `MNIST_DIR` (or train.py's `--data-dir`) names, which holds the four IDX files (`.gz` or not). They are put
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torchvision import datasets
 
-from utils import PROJECT_DIR
+from inference.network import PROJECT_DIR
 
 DATA_ROOT = PROJECT_DIR / "data"
 MNIST_FILES = (

@@ -27,14 +27,14 @@ from typing import Any
 
 import torch
 
-import calibration
-import drawn
-import registry
-from dataset import Split, load_mnist
-from negatives import make_negatives
-from train import evaluate
-from plots import plot_confusion
-from utils import DEFAULT_MODEL_PATH, Checkpoint, ModelLoadError, knows_not_digit, load_checkpoint
+from training import calibration
+from training import drawn
+from training import registry
+from training.dataset import Split, load_mnist
+from training.negatives import make_negatives
+from training.loop import evaluate
+from training.plots import plot_confusion
+from inference.network import DEFAULT_MODEL_PATH, Checkpoint, ModelLoadError, knows_not_digit, load_checkpoint
 
 MIN_OFFICIAL = 0.995  # the official test accuracy a production model must reach
 MAX_DROP = 0.001  # a promotion may not cost more than 0.1 points on either figure

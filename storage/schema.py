@@ -3,7 +3,7 @@ checks a value passes before it is written (a clear ValueError, never a database
 
     python db.py      # applies SCHEMA where the environment points
 
-db.py runs these statements; nothing else defines the table.
+db.Database runs these statements; nothing else defines the table.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-NUM_CLASSES = 10
-NOT_A_DIGIT = "not a digit"  # the user's answer when the drawing is no digit (set_true_label accepts it)
+from inference.labels import CLASSES, NOT_A_DIGIT, NOT_DIGIT
+
+__all__ = ["NOT_A_DIGIT", "NOT_DIGIT", "NUM_CLASSES"]  # the answers as the rest of storage/ sees them
+
+NUM_CLASSES = len(CLASSES)
 
 # A labelled row the app answered wrongly: the user gave a digit and it is not the one shown, or the app called it
 # "not a digit" and the user gave a digit, or the user said "not a digit" and the app gave a digit.
@@ -24,9 +27,9 @@ RIGHT = (
     "(true_label IS NOT NULL AND true_label = predicted_digit AND is_digit IS DISTINCT FROM false)"
     " OR (labelled_not_digit AND is_digit = false)"
 )
-# The user's answer as one number for the rollup: -1 none, 0-9 a digit, 10 "not a digit".
-NOT_A_DIGIT_ANSWER = 10
-ANSWER = f"CASE WHEN labelled_not_digit THEN {NOT_A_DIGIT_ANSWER} ELSE coalesce(true_label, -1) END"
+# The user's answer as one number for the rollup: -1 none, 0-9 a digit, NOT_DIGIT (the model's class index) "not a
+# digit".
+ANSWER = f"CASE WHEN labelled_not_digit THEN {NOT_DIGIT} ELSE coalesce(true_label, -1) END"
 FLAGGED = "coalesce(is_digit = false, false)"
 DAY = "(created_at AT TIME ZONE 'UTC')::date"
 # Server time per prediction in 1/8-octave buckets (each ~9 % wide), with each bucket's count and sum: day-by-day

@@ -1,0 +1,262 @@
+"""Many users at once: N simulated users in one headless Chromium (a browser context each), each drawing real
+strokes, predicting R times and labelling some, against the app on loopback.
+
+    make loadtest                                # 24 users x 5 predictions against a fresh local app + database
+    python -m tools.loadtest --users 8 --predictions 3
+    python -m tools.loadtest --url http://127.0.0.1:8501 --database-url postgresql://...   # an app already running
+    python -m tools.loadtest --replicas 2 --kill-after 20   # = make loadtest REPLICAS=2 KILL_AFTER=20: through Caddy
+
+Without --url it starts the app (the real server, the shipped model) on a free loopback port against a throwaway
+database and stops both at the end, so it can also report the server's memory and CPU. With --replicas N it starts
+N of them behind Caddy (tools/replicas.py) and drives the proxy; --kill-after kills replica 1 mid-run (its users
+reload and go on on another replica) and starts it again --down-for seconds later. Every request goes to
+127.0.0.1; the run is bounded by --deadline seconds. Prints one report and writes test-artifacts/loadtest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from tools import browser, pg, replicas
+from tools.load_users import cpu_seconds, descendants, drive, rss_mb
+
+# After the sessions close: Streamlit keeps a disconnected session for server.disconnectedSessionTTL (30 s in
+# .streamlit/config.toml) in case its user comes back; then it is dropped.
+SETTLE_SECONDS = 45.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def confirmed_rows(dsn: str, confirmed: list[tuple[int, int]]) -> int:
+    """How many of the (id, label) pairs the pages said they saved are in the table with that label (-1:
+    the user's "not a digit")."""
+    if not confirmed:
+        return 0
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM predictions p JOIN unnest(%s::bigint[], %s::smallint[]) AS c(id, label) "
+            "ON p.id = c.id AND (p.true_label = c.label OR (c.label = -1 AND p.labelled_not_digit))",
+            ([i for i, _ in confirmed], [label for _, label in confirmed]),
+        )
+        (found,) = cur.fetchone()  # type: ignore[misc]
+    conn.close()
+    return int(found)
+
+
+def database_figures(dsn: str, since: float) -> dict[str, Any]:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*), count(DISTINCT request_id), count(true_label), "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY inference_ms), "
+            "percentile_cont(0.95) WITHIN GROUP (ORDER BY inference_ms), max(inference_ms) "
+            "FROM predictions WHERE created_at >= to_timestamp(%s)",
+            (since,),
+        )
+        rows, distinct, labels, p50, p95, worst = cur.fetchone()  # type: ignore[misc]
+    conn.close()
+    return {
+        "rows": rows,
+        "distinct_requests": distinct,
+        "labels": labels,
+        "server_ms": {"p50": p50, "p95": p95, "max": worst},
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=24, help="simulated users, all at once")
+    parser.add_argument("--predictions", type=int, default=5, help="predictions per user")
+    parser.add_argument("--label-every", type=int, default=2, help="label every k-th prediction (0: never)")
+    parser.add_argument("--ramp", type=float, default=0.25, help="seconds between two users' arrivals")
+    parser.add_argument("--url", help="drive this app instead of starting one (loopback only)")
+    parser.add_argument("--database-url", help="with --url: the app's database, to count rows and server times")
+    parser.add_argument("--deadline", type=float, default=600, help="give up after this many seconds")
+    parser.add_argument("--replicas", type=int, default=0, help="N app processes behind Caddy (0: one app, no proxy)")
+    parser.add_argument("--kill-after", type=float, default=0, help="with --replicas: kill replica 1 after S seconds")
+    parser.add_argument("--down-for", type=float, default=10, help="seconds the killed replica stays down")
+    parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="with --replicas: pin users to replicas in turn (small runs), not at random",
+    )
+    args = parser.parse_args(argv)
+    if args.url and not args.url.startswith(("http://127.", "http://localhost", "https://127.", "https://localhost")):
+        raise SystemExit("the load test only talks to this machine (127.0.0.1 or localhost)")
+
+    return args
+
+
+@dataclass
+class Target:
+    """What the users drive: a URL, and what the run started behind it (stopped at the end)."""
+
+    url: str
+    dsn: str | None = None
+    admin: str | None = None
+    server_pid: int | None = None
+    context: Any = None
+    cluster: replicas.Cluster | None = None
+
+    def close(self) -> None:
+        if self.context is not None:
+            self.context.__exit__(None, None, None)
+        if self.admin and self.dsn:
+            pg.drop_database(self.admin, self.dsn)
+
+
+def start_target(args: argparse.Namespace, tmp: Path) -> Target:
+    """The app already running at --url, or N replicas behind Caddy, or one fresh app, on a throwaway database."""
+    if args.url:
+        return Target(args.url, dsn=args.database_url)
+    admin = pg.admin_dsn(tmp)
+    dsn = pg.create_database(admin, prefix="mnist_load")
+    if args.replicas:
+        cluster = replicas.Cluster(args.replicas, {"DATABASE_URL": dsn, "MODEL_PATH": ""}, tmp)
+        return Target(cluster.__enter__().url, dsn, admin, context=cluster, cluster=cluster)
+    context = browser.running_app({"DATABASE_URL": dsn, "SPOOL_PATH": str(tmp / "spool.jsonl"), "MODEL_PATH": ""})
+    url = context.__enter__()
+    return Target(url, dsn, admin, server_pid=browser.SERVER_PIDS[url], context=context)
+
+
+async def run_users(args: argparse.Namespace, target: Target, rss: list[float]) -> dict[str, Any]:
+    """The users, with the server's memory sampled twice a second and, with --kill-after, replica 1 killed and
+    started again mid-run."""
+    cluster = target.cluster
+
+    async def sample() -> None:
+        while True:
+            if target.server_pid:
+                rss.append(rss_mb(target.server_pid))
+            if cluster is not None:
+                cluster.sample()
+            await asyncio.sleep(0.5)
+
+    async def kill_one() -> None:
+        assert cluster is not None
+        await asyncio.sleep(args.kill_after)
+        cluster.kill(0)
+        print(f"killed replica 1 (port {cluster.ports[0]}) at {args.kill_after:.0f} s", flush=True)
+        await asyncio.sleep(args.down_for)
+        await asyncio.to_thread(cluster.restart, 0)
+        print("replica 1 is back", flush=True)
+
+    pins = cluster.sticky_cookies() if cluster is not None else None  # one per replica
+    sampler = asyncio.ensure_future(sample())
+    killer = asyncio.ensure_future(kill_one()) if cluster is not None and args.kill_after else None
+    try:
+        users = drive(
+            target.url,
+            args.users,
+            (args.predictions, args.label_every),
+            args.ramp,
+            target.server_pid,
+            recover=killer is not None,
+            cookies=pins if args.spread else None,
+            warm_cookies=pins,
+        )
+        result = await asyncio.wait_for(users, args.deadline)
+        if killer is not None:
+            await killer  # the killed replica is back (and has replayed its spool) before counting
+        return result
+    finally:
+        sampler.cancel()
+
+
+def user_figures(args: argparse.Namespace, out: dict[str, Any]) -> dict[str, Any]:
+    made = args.users * args.predictions
+    latencies = out["latencies"]
+    return {
+        "attempted": made,
+        "answered": out["answered"],
+        "success_percent": round(100 * out["answered"] / made, 1),
+        "labelled_by_users": out["labelled"],
+        "strokes_redrawn": out["redrawn"],  # the canvas had not sent the strokes: "Draw a digit first"
+        "answered_not_a_digit": out["not_digit"],  # the users draw digits: this should stay 0
+        "click_to_answer_ms": {
+            "p50": round(statistics.median(latencies), 1) if latencies else None,
+            "p95": round(percentile(latencies, 0.95), 1) if latencies else None,
+            "max": round(max(latencies), 1) if latencies else None,
+        },
+        "errors": out["errors"],
+    }
+
+
+def replica_figures(args: argparse.Namespace, cluster: replicas.Cluster, out: dict[str, Any]) -> dict[str, Any]:
+    cluster.sample()
+    return {
+        "count": args.replicas,
+        "peak_connections": {f"replica {i + 1}": cluster.peak[p] for i, p in enumerate(cluster.ports)},
+        "server_cpu_seconds": {f"replica {i + 1}": cluster.cpu_seconds(i) for i in range(args.replicas)},
+        "connections_at_kill": {f"replica {i + 1}": cluster.at_kill.get(p, 0) for i, p in enumerate(cluster.ports)},
+        "killed": bool(cluster.kills),
+        "pages_reloaded": out["reloaded"],
+    }
+
+
+def measure(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    """Run the users against `target`; the report's figures (server memory and CPU when this run started it)."""
+    report: dict[str, Any] = {"users": args.users, "predictions_per_user": args.predictions}
+    since, pid = time.time() - 1, target.server_pid
+    rss: list[float] = []
+    server_cpu_start = cpu_seconds({pid}) if pid else 0.0
+    own_cpu_start = cpu_seconds(descendants(os.getpid(), pid))
+    started = time.perf_counter()
+    out = asyncio.run(run_users(args, target, rss))
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    if pid:
+        report["server_rss_mb_start"] = round(out["rss_start"], 1)
+        report["server_rss_mb_peak"] = round(max(rss), 1)
+        time.sleep(SETTLE_SECONDS)  # disconnected sessions are dropped after the TTL
+        report["server_rss_mb_after_close"] = round(rss_mb(pid), 1)
+        report["server_cpu_seconds"] = round(cpu_seconds({pid}) - server_cpu_start, 1)
+    report["browser_cpu_seconds"] = round(out["browser_cpu"] - own_cpu_start, 1)
+    report.update(user_figures(args, out))
+    if target.cluster is not None:
+        report["replicas"] = replica_figures(args, target.cluster, out)
+    if target.dsn:
+        time.sleep(3.0)  # the last writes of the last users, and a spool replay
+        report["database"] = database_figures(target.dsn, since)
+        report["database"]["confirmed_ids"] = len(out["confirmed"])
+        report["database"]["confirmed_ids_found"] = confirmed_rows(target.dsn, out["confirmed"])
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = start_target(args, Path(tmp))
+        try:
+            report = measure(args, target)
+        finally:
+            target.close()
+    print(json.dumps(report, indent=2))
+    db_figures = report.get("database", {})
+    if db_figures:
+        ok = db_figures["rows"] == report["answered"] == db_figures["distinct_requests"]
+        print(f"rows == predictions answered, no duplicates: {'yes' if ok else 'NO'}")
+        found = db_figures["confirmed_ids_found"] == db_figures["confirmed_ids"]
+        print(f"every row a page said it saved is there, with its label: {'yes' if found else 'NO'}")
+    browser.ARTIFACTS.mkdir(exist_ok=True)
+    (browser.ARTIFACTS / "loadtest.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["success_percent"] == 100.0 and not report["errors"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The training recipe as one typed value, the sizes a dry run shrinks it to, and where runs write their files.
+
+    python -c "from training.recipe import Recipe; print(Recipe(dry_run=True).negatives_count)"
+
+train.py's flags fill a `Recipe` (training.options); every stage (the loop, the mixes, the record, retraining)
+reads it and nothing else. A checkpoint stores it as `meta["recipe"]` with paths relative to the project, never a
+machine's (`portable`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inference.network import DEFAULT_MODEL_PATH, PROJECT_DIR
+from training.dataset import DATA_ROOT
+
+DRY_RUN_OUT = DATA_ROOT / "dry-run" / "model.pth"
+RUNS_DIR = DATA_ROOT / "runs"  # one folder per training run: checkpoint, metrics.json, plots
+CANDIDATE_PATH = DEFAULT_MODEL_PATH.with_name("candidate.pth")  # --retrain's output, waiting for the gate
+# The recipe's defaults that --retrain takes from its base instead (None in a Recipe tells the two apart).
+LABEL_SMOOTHING = 0.05
+EMA_DECAY = 0.999
+
+# A dry run (tests, CI) runs the whole pipeline on these sizes: seconds, not minutes.
+DRY_RUN_BATCHES = 3  # training and evaluation batches per epoch
+DRY_RUN_EPOCHS = 1
+DRY_RUN_DRAWINGS = 256  # drawn non-digits and canvas-drawn digits, each at most
+DRY_RUN_CHECK = 200  # validation digits, held-out non-digits and drawn digits for the not-a-digit figures
+
+
+@dataclass
+class Recipe:
+    """Everything a training run depends on. Fields left None are decided by the run (see each comment)."""
+
+    # training from scratch
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+    seed: int = 1
+    channels: list[int] = field(default_factory=lambda: [32, 48, 96])
+    hidden: int = 128
+    dropout: float = 0.3
+    negatives: int = 10_000  # drawn non-digits for the 11th class; 0: a ten-class model
+    canvas_digits: int = 6_000  # digits drawn as on the canvas, beside the non-digits
+    init_from: Path | None = None
+    label_smoothing: float | None = None  # None: LABEL_SMOOTHING, or the base's when retraining
+    ema: float | None = None  # None: EMA_DECAY, or the base's when retraining
+    # retraining from feedback
+    base: Path = DEFAULT_MODEL_PATH
+    finetune_epochs: int = 3
+    finetune_lr: float = 1e-3
+    feedback_per_batch: int = 16
+    min_feedback: int = 50
+    snapshot_dir: Path = DATA_ROOT / "feedback"
+    # the run
+    data_dir: str | None = field(default_factory=lambda: os.environ.get("MNIST_DIR") or None)
+    out: Path | None = None
+    device: str = "auto"
+    threads: int = 0  # 0: torch's default
+    dry_run: bool = False
+    run_name: str | None = None
+    hypothesis: str = ""
+    experiment_batch: str = ""
+    track: bool = True
+
+    @property
+    def max_batches(self) -> int | None:
+        """Batches per epoch (None: all of them)."""
+        return DRY_RUN_BATCHES if self.dry_run else None
+
+    def epochs_for(self, epochs: int) -> int:
+        return DRY_RUN_EPOCHS if self.dry_run else epochs
+
+    @property
+    def negatives_count(self) -> int:
+        return min(self.negatives, DRY_RUN_DRAWINGS) if self.dry_run else self.negatives
+
+    @property
+    def canvas_digits_count(self) -> int:
+        return min(self.canvas_digits, DRY_RUN_DRAWINGS) if self.dry_run else self.canvas_digits
+
+    def check_size(self, full: int) -> int:
+        """How many of a not-a-digit check's `full` inputs this run draws."""
+        return min(full, DRY_RUN_CHECK) if self.dry_run else full
+
+    def with_defaults(self, label_smoothing: float, ema: float) -> Recipe:
+        """The recipe with its unset label smoothing and EMA decay filled in."""
+        return dataclasses.replace(
+            self,
+            label_smoothing=label_smoothing if self.label_smoothing is None else self.label_smoothing,
+            ema=ema if self.ema is None else self.ema,
+        )
+
+    def portable(self) -> dict[str, Any]:
+        """The recipe as plain values for a checkpoint or a run's params: paths relative to the project, and None
+        for a path outside it (the data's own digests say which data it was)."""
+        return {f.name: portable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def portable(value: Any) -> Any:
+    """A path as the project sees it (relative, or None outside the project); anything else unchanged."""
+    if isinstance(value, str) and os.path.isabs(value):
+        value = Path(value)
+    if not isinstance(value, Path):
+        return value
+    path = value if value.is_absolute() else PROJECT_DIR / value
+    try:
+        return str(path.resolve().relative_to(PROJECT_DIR))
+    except ValueError:
+        return None

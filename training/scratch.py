@@ -1,0 +1,83 @@
+"""Training from scratch: MNIST plus the drawn non-digits and canvas-drawn digits, a new model (or one warm-started
+from a checkpoint), the epoch loop, and the run's record.
+
+    python train.py                  # the full recipe: a tracked run and a new registered version
+    python train.py --dry-run        # a few batches end to end (tests, CI)
+
+5,000 of the 60,000 training images are held out (seeded) for validation, which picks the epoch to keep and stops
+early; the official 10,000 test images are only reported on, never used to choose anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import torch
+
+from inference.labels import CLASSES
+from inference.network import MNISTClassifier, count_parameters, load_checkpoint
+from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validation
+from training.loop import fit
+from training.mixes import with_negatives, with_others
+from training.recipe import DRY_RUN_OUT, EMA_DECAY, LABEL_SMOOTHING, RUNS_DIR, Recipe
+from training.record import data_hash, record_run
+from training.registry import Run
+
+
+def train_from_scratch(recipe: Recipe, device: torch.device, run: Run) -> int:
+    """Full training (or a dry run): a new model from random weights (or `init_from` a checkpoint's), registered
+    as a new version."""
+    recipe = recipe.with_defaults(LABEL_SMOOTHING, EMA_DECAY)
+    torch.manual_seed(recipe.seed)
+    full_train, test_split, digests = load_mnist(recipe.data_dir)
+    train_split, val_split = split_validation(full_train, VALIDATION_SIZE, recipe.seed)
+    val_negatives: Split | None = None
+    if recipe.negatives:
+        train_split, val_negatives = with_negatives(train_split, val_split, recipe)
+    extra_meta: dict[str, Any] = {"data_sha256": digests}
+    model = new_model(recipe, len(CLASSES) + (1 if recipe.negatives else 0), extra_meta).to(device)
+    print(
+        f"train {len(train_split)}, validation {len(val_split)}, test {len(test_split)}; "
+        f"{count_parameters(model):,} parameters; {torch.get_num_threads()} threads; device {device}"
+    )
+    run.set_tags({"data_sha256": data_hash(digests)})
+    run.log_params({**recipe.portable(), "parameters": count_parameters(model)})
+    data = (train_split, with_others(val_split, val_negatives))
+    result = fit(model, data, recipe, device, run, (recipe.epochs_for(recipe.epochs), recipe.lr))
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = recipe.out or (DRY_RUN_OUT if recipe.dry_run else RUNS_DIR / f"{stamp}-{recipe.run_name}" / "model.pth")
+    val = (val_split, val_negatives) if val_negatives is not None else None
+    record_run(result, test_split, recipe, run, out, out.parent, extra_meta, val)
+    return 0
+
+
+def new_model(recipe: Recipe, classes: int, extra_meta: dict[str, Any]) -> MNISTClassifier:
+    """The recipe's architecture with random weights, or, with `init_from`, that checkpoint's architecture and
+    weights (its version noted in `extra_meta`)."""
+    if not recipe.init_from:
+        widths = (recipe.channels[0], recipe.channels[1], recipe.channels[2])
+        return MNISTClassifier(widths, recipe.hidden, recipe.dropout, num_classes=classes)
+    base = load_checkpoint(recipe.init_from)
+    recipe.channels, recipe.hidden = list(base.model.config["channels"]), int(base.model.config["hidden"])
+    recipe.dropout = float(base.model.config["dropout"])
+    extra_meta.update(init_from=base.version, init_from_model_version=base.meta.get("model_version"))
+    model = MNISTClassifier(tuple(base.model.config["channels"]), recipe.hidden, recipe.dropout, num_classes=classes)
+    warm_start(model, base.model)
+    print(f"starting from {recipe.init_from} (version {base.version}): its weights and architecture")
+    return model
+
+
+def warm_start(model: MNISTClassifier, base: MNISTClassifier) -> None:
+    """`base`'s weights into `model` (the same architecture). A ten-class base's outputs become the first ten rows
+    of an eleven-class head, whose "not a digit" row keeps its fresh initialisation."""
+    state = model.state_dict()
+    for key, value in base.state_dict().items():
+        target = state[key]
+        if target.shape == value.shape:
+            state[key] = value.clone()
+        elif target.shape[1:] == value.shape[1:] and value.shape[0] == len(CLASSES) == target.shape[0] - 1:
+            state[key] = torch.cat([value, target[len(CLASSES) :]])  # the head: digits copied, NOT_DIGIT fresh
+        else:
+            raise ValueError(f"{key}: the base's {tuple(value.shape)} does not fit {tuple(target.shape)}")
+    model.load_state_dict(state)
