@@ -6,12 +6,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+ADDRESS ?= 127.0.0.1
 STAMP := $(VENV)/.installed-stamp
-SOURCES := *.py inference storage views training tools tests
+SOURCES := *.py access inference storage views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help install run test lint format typecheck train evaluate experiments promote rollback retrain retrain-drill \
-	mlflow loadtest bench bench-history data up down logs clean
+	mlflow loadtest bench bench-history data prune up down logs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,8 +26,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 install: $(STAMP) ## Create .venv and install pinned runtime + dev requirements (idempotent)
 
-run: install ## Start the app at http://localhost:$(PORT) (embedded PostgreSQL unless DATABASE_URL/POSTGRES_HOST is set)
-	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run server.py --server.port $(PORT)
+run: install ## Start the app on http://$(ADDRESS):$(PORT) (ADDRESS=0.0.0.0 for every interface); embedded PostgreSQL unless DATABASE_URL/POSTGRES_HOST is set
+	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run server.py --server.address $(ADDRESS) --server.port $(PORT)
 
 test: install lint typecheck ## Lint, typecheck and run every test (what CI runs)
 	$(PY) -m pytest
@@ -87,6 +88,10 @@ bench-history: install ## History/Stats/insert on ROWS (1,000,000) predictions i
 data: install ## Place the MNIST files from MNIST_DIR into data/MNIST/raw/ (offline machines)
 	@test -n "$(MNIST_DIR)" || { echo "Set MNIST_DIR to a folder with the four MNIST IDX files (.gz or not)"; exit 1; }
 	$(PY) -c "from training import dataset; import pathlib; print(dataset.place_mnist(pathlib.Path('$(MNIST_DIR)')))"
+
+prune: install ## Delete predictions older than DAYS days (with their images) where the environment points
+	@test -n "$(DAYS)" || { echo "Usage: make prune DAYS=N (predictions older than N days are deleted)"; exit 2; }
+	$(PY) db.py --prune-days $(DAYS)
 
 up: ## docker compose up -d --build (needs .env: cp .env.example .env and set passwords)
 	$(COMPOSE) up -d --build

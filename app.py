@@ -26,7 +26,8 @@ from streamlit_drawable_canvas import st_canvas
 
 import db
 import utils
-from views import history, stats
+from access import limits
+from views import history, session, stats
 
 CANVAS_SIZE = 280
 DRAW_COLUMNS = (0.42, 0.58)  # of the centred page's 736 px: the 280 px canvas, and the answer beside it
@@ -129,6 +130,13 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
     previous = st.session_state.get(slot)
     if previous and previous["png"] == png:  # Predict pressed again on the same drawing: same row, no duplicate
         return
+    wait = limits.predictions.check(session.client())
+    if wait > 0:  # nothing is kept, so nothing is written
+        st.session_state.pop(slot, None)
+        st.warning(
+            f"Too many predictions from here: try again in {limits.retry_after(wait)} s.", icon=":material/timer:"
+        )
+        return
     st.session_state[slot] = {
         "id": None,
         "prediction": prediction,
@@ -158,6 +166,7 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
             result.get("inference_ms"),
             prediction.is_digit if knows_not_digit else None,
             prediction.not_digit_score if knows_not_digit else None,
+            visitor=session.visitor_id(),
         )
     elif result["id"] < 0:
         result["id"] = database.resolve(result["id"])  # replayed since it was spooled: its row's real id
@@ -283,6 +292,14 @@ def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     if upload is None:
         st.session_state.pop("upload_result", None)
         return
+    if st.session_state.get("upload_counted") != upload.file_id:  # each file once, not each rerun
+        wait = limits.uploads.check(session.client())
+        if wait > 0:
+            st.warning(
+                f"Too many uploads from here: try again in {limits.retry_after(wait)} s.", icon=":material/timer:"
+            )
+            return
+        st.session_state["upload_counted"] = upload.file_id
     try:
         image = utils.load_uploaded_image(upload.getvalue())
     except ValueError as exc:

@@ -17,10 +17,12 @@ provisional negative id; feedback given to it follows it into the table.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import datetime as dt
 import json
 import logging
+import sys
 import threading
 import uuid
 from collections.abc import Sequence
@@ -38,12 +40,14 @@ from storage.schema import (
     LABEL_BY_REQUEST_SQL,
     NOT_A_DIGIT,
     NUM_CLASSES,
+    PRUNE_SQL,
     SCHEMA,
     SCHEMA_LOCK_KEY,
     check_digit,
     check_milliseconds,
     check_probability,
     check_text,
+    check_visitor,
 )
 from storage.spool import Spool
 from storage.spool import claim as spool_claim
@@ -120,10 +124,13 @@ class Database(Reads):
         inference_ms: float | None = None,
         is_digit: bool | None = None,
         not_digit_score: float | None = None,
+        visitor: str | None = None,
     ) -> int:
         """Store one prediction and return its id (negative and provisional while the database is unreachable).
         `inference_ms`: how long the server took to read the image (preprocess + model), for Stats; `is_digit` and
-        `not_digit_score`: the model's "not a digit" verdict and probability (None from a model without one)."""
+        `not_digit_score`: the model's "not a digit" verdict and probability (None from a model without one);
+        `visitor`: the browser's anonymous id (its History shows the row). The row's time is this call's, the moment
+        the answer is shown, however late the write lands (a hang, the spool)."""
         if is_digit is not None and not isinstance(is_digit, bool):
             raise ValueError(f"is_digit must be True, False or None, got {is_digit!r}.")
         if probabilities is not None:
@@ -135,7 +142,7 @@ class Database(Reads):
         record: dict[str, Any] = {
             "op": "insert",
             "request_id": str(uuid.uuid4()),
-            "created_at": None,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "predicted_digit": check_digit("predicted_digit", predicted_digit),
             "confidence": check_probability("confidence", confidence),
             "probabilities": probabilities,
@@ -147,14 +154,14 @@ class Database(Reads):
             "not_digit_score": (
                 None if not_digit_score is None else check_probability("not_digit_score", not_digit_score)
             ),
+            "visitor": check_visitor(visitor),
         }
         try:
             row_id = self._bounded(lambda: self._write_now(record), self.write_timeout)
             assert row_id is not None  # INSERT ... RETURNING always returns the row
             return row_id
         except DatabaseUnavailable as exc:
-            # Keep the user's time, not the replay's, and give the row an id the page can attach feedback to.
-            record["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+            # Give the row an id the page can attach feedback to (its time is already the user's, not the replay's).
             provisional = -(int(uuid.UUID(record["request_id"])) % (2**62) + 1)
             record["provisional_id"] = provisional
             self._provisional[provisional] = record["request_id"]
@@ -217,6 +224,7 @@ class Database(Reads):
                     record.get("inference_ms"),  # spools from before these columns have none
                     record.get("is_digit"),
                     record.get("not_digit_score"),
+                    record.get("visitor"),
                 ),
             )
         else:
@@ -262,6 +270,27 @@ class Database(Reads):
             for statement in SCHEMA:
                 cur.execute(statement)
             self._schema_ready = True
+
+    # -- retention ---------------------------------------------------------------------------------------------
+
+    def prune(self, days: float, batch: int = 5_000) -> int:
+        """Delete the predictions older than `days` days, with their images and labels, a batch per transaction;
+        the rollup's triggers keep Stats exact. Returns how many rows went."""
+        if isinstance(days, bool) or not isinstance(days, (int, float)) or not days > 0:
+            raise ValueError(f"days must be a positive number, got {days!r}.")
+        before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+        self.ensure_ready()
+
+        def one_batch(cur: Any) -> int:
+            cur.execute(PRUNE_SQL, (before, batch))
+            return int(cur.rowcount)
+
+        deleted = 0
+        while True:
+            gone = self._bounded(lambda: self._run(one_batch), self.migrate_timeout)
+            deleted += gone
+            if gone < batch:
+                return deleted
 
     # -- the spool ---------------------------------------------------------------------------------------------
 
@@ -336,8 +365,30 @@ class Database(Reads):
             self._replayer = None
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Create or migrate the schema; --prune-days N: retention.")
+    parser.add_argument(
+        "--prune-days",
+        type=float,
+        default=float(setting("RETENTION_DAYS", "0")) or None,
+        help="delete predictions older than this many days (env RETENTION_DAYS; unset: keep everything)",
+    )
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     database = Database()
-    database.init_db()
-    print(f"schema ready at {describe(database.dsn)}; {database.pending()} spooled writes waiting")
+    try:
+        database.init_db()
+        print(f"schema ready at {describe(database.dsn)}; {database.pending()} spooled writes waiting")
+        if args.prune_days:
+            gone = database.prune(args.prune_days)
+            print(f"pruned {gone:,} predictions older than {args.prune_days:g} days (with their images)")
+    except (DatabaseUnavailable, ValueError) as exc:
+        print(f"db.py: {exc}")
+        return 1
+    finally:
+        database.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

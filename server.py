@@ -1,33 +1,44 @@
-"""The HTTP entry point: the Streamlit page (app.py) plus the one route a page cannot serve, the streamed CSV export.
+"""The HTTP entry point: the Streamlit page (app.py), the operator's streamed CSV export, and the visitor cookie.
 
     streamlit run server.py          # what `make run` and the Docker image start
-    curl 'http://localhost:8501/export/predictions.csv?digit=7&correct=false' > wrong-sevens.csv
+    curl -u operator:$OPERATOR_PASSWORD 'http://localhost:8501/export/predictions.csv?digit=7&correct=false' > x.csv
 
-History's "Download CSV" links here. A Streamlit download button would build the whole file in the server's
-memory first; this route streams it from a server-side cursor (db.Database.export_csv), a few thousand rows at a
-time, so a year of predictions downloads in constant memory. Query parameters are History's filters: `digit`
-(0-9), `correct` and `not_digit` (true/false).
+The export is the operator's: HTTP Basic with OPERATOR_PASSWORD, or the one-use link a signed-in History page
+shows; anyone else gets 401 and no rows, a client that keeps guessing gets 429, and with no password set there is
+no export at all (404). It streams from a server-side cursor (db.Database.export_csv), a few thousand rows at a
+time, so a year of predictions downloads in constant memory; at most EXPORT_CONCURRENCY run at once. Query
+parameters are History's filters: `digit` (0-9), `correct` and `not_digit` (true/false).
+
+Every page load without a visitor cookie gets one (access/clients.py): the anonymous id History shows a browser
+its own predictions by.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import streamlit as st
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import db
+from access import clients, operator
+from access.limits import Slots, retry_after
 
 APP = Path(__file__).resolve().parent / "app.py"
 EXPORT_ROUTE = "/export/predictions.csv"
 _database: db.Database | None = None
 _database_lock = threading.Lock()
+export_slots = Slots(int(os.environ.get("EXPORT_CONCURRENCY") or 2))
 
 
 def database() -> db.Database:
@@ -40,6 +51,10 @@ def database() -> db.Database:
         return _database
 
 
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
 def flag(request: Request, name: str) -> bool | None:
     value = request.query_params.get(name)
     if value is None or value == "":
@@ -48,34 +63,70 @@ def flag(request: Request, name: str) -> bool | None:
         return True
     if value.lower() in ("false", "0", "no"):
         return False
-    raise ValueError(f"{name} must be true or false, got {value!r}.")
+    raise ValueError(f"{name} must be true or false.")
 
 
 def digit(request: Request) -> int | None:
     value = request.query_params.get("digit")
     if value is None or value == "":
         return None
-    if not value.isdigit() or not 0 <= int(value) <= 9:
-        raise ValueError(f"digit must be 0-9, got {value!r}.")
+    if value not in {str(d) for d in range(10)}:
+        raise ValueError("digit must be one of 0-9.")
     return int(value)
 
 
+def client_of(request: Request) -> str:
+    peer = request.client.host if request.client else None
+    return clients.client_address(peer, request.headers.get("x-forwarded-for"))
+
+
+def refused(request: Request) -> Response | None:
+    """None when the request is the operator's; else the response that says why not (401, 404 or 429)."""
+    expected = operator.password()
+    if expected is None:
+        return error(404, "There is no export: the operator has not set OPERATOR_PASSWORD.")
+    client = client_of(request)
+    wait = operator.throttle.wait(client)
+    if wait > 0:
+        return error(429, "Too many wrong passwords: try again later.", {"Retry-After": retry_after(wait)})
+    if operator.export_links.spend(request.query_params.get("link")):
+        return None
+    given = operator.basic_credentials(request.headers.get("authorization"))
+    if given is not None:
+        right = operator.is_password(given[1], expected) & operator.is_password(given[0], operator.USER)
+        if right:
+            operator.throttle.succeeded(client)
+            return None
+        operator.throttle.failed(client)
+    challenge = {"WWW-Authenticate": 'Basic realm="MNIST operator", charset="UTF-8"'}
+    return error(401, "The export is the operator's: sign in on History, or use HTTP Basic.", challenge)
+
+
 async def export_predictions(request: Request) -> Response:
+    denied = refused(request)
+    if denied is not None:
+        return denied
     try:
         wanted, correct, not_digit = digit(request), flag(request, "correct"), flag(request, "not_digit")
     except ValueError as exc:
-        return PlainTextResponse(str(exc), status_code=400)
+        return error(400, str(exc))
+    if not export_slots.take():
+        return error(429, "Other exports are running: try again in a moment.", {"Retry-After": "5"})
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     try:
         chunks = database().export_csv(wanted, correct, not_digit)
         # Connect and run the query now, off the event loop: an outage is a clear 503, not a broken download.
         first = await run_in_threadpool(next, chunks)
-    except db.DatabaseUnavailable as exc:
-        return PlainTextResponse(f"The database is unreachable, try again later ({exc}).", status_code=503)
+    except db.DatabaseUnavailable:
+        export_slots.give_back()
+        return error(503, "The database is unreachable: try again later.")
 
     def body() -> Iterator[bytes]:
-        yield first
-        yield from chunks
+        try:
+            yield first
+            yield from chunks
+        finally:  # also when the client goes away mid-download (the generator is closed)
+            export_slots.give_back()
 
     return StreamingResponse(
         body(),  # a sync iterator: Starlette runs it on a worker thread, so the event loop never waits on PostgreSQL
@@ -84,4 +135,45 @@ async def export_predictions(request: Request) -> Response:
     )
 
 
-app = st.App(str(APP), routes=[Route(EXPORT_ROUTE, export_predictions)])
+class VisitorCookie:
+    """ASGI middleware: a page load from a browser without a (well-formed) visitor cookie gets a new one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "GET":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if clients.valid_visitor_id(clients.cookie_value(headers.get("cookie"), clients.VISITOR_COOKIE)):
+            await self.app(scope, receive, send)
+            return
+        secure = scope.get("scheme") == "https" or headers.get("x-forwarded-proto") == "https"
+        cookie = clients.visitor_cookie(clients.new_visitor_id(), secure).encode("latin-1")
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                if content_type.startswith(b"text/html"):  # the page itself, not each script or image
+                    message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def check_settings() -> None:
+    """Refuse to start on settings that cannot work, with the reason (never a traceback)."""
+    try:
+        operator.password()
+    except operator.OperatorConfigError as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+check_settings()
+app = st.App(
+    str(APP),
+    routes=[Route(EXPORT_ROUTE, export_predictions)],
+    middleware=[Middleware(VisitorCookie)],
+)

@@ -28,6 +28,7 @@ from storage.schema import (
     RIGHT,
     WRONG,
     check_digit,
+    check_visitor,
 )
 
 T = TypeVar("T")
@@ -52,12 +53,20 @@ Cursor = tuple[dt.datetime, int]  # (created_at, id) of the last row shown: the 
 
 
 def history_filter(
-    digit: int | None, correct: bool | None, not_digit: bool | None, before: Cursor | None
+    digit: int | None,
+    correct: bool | None,
+    not_digit: bool | None,
+    before: Cursor | None,
+    visitor: str | None = None,
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause (constant text, `%s` parameters) for History's filters. The predicates are written exactly
-    as the partial indexes' (schema.py), which is what lets the planner use them."""
+    """The WHERE clause (constant text, `%s` parameters) for History's filters; `visitor`: that browser's rows only.
+    The predicates are written exactly as the partial indexes' (schema.py), which is what lets the planner use
+    them."""
     where: list[str] = []
     params: list[Any] = []
+    if visitor is not None:
+        where.append("visitor = %s")
+        params.append(check_visitor(visitor))
     if digit is not None:
         where.append("predicted_digit = %s")
         params.append(check_digit("digit", digit))
@@ -115,14 +124,16 @@ class Reads(Connections):
         correct: bool | None = None,
         not_digit: bool | None = None,
         before: Cursor | None = None,
+        visitor: str | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first. `digit`: the predicted digit; `correct`: labelled rows the app got right (True) or wrong
-        (False); `not_digit`: rows the model or the user called "not a digit" (True) or neither (False). Pages:
+        (False); `not_digit`: rows the model or the user called "not a digit" (True) or neither (False); `visitor`:
+        only the rows that browser made (None: every row, the operator's view). Pages:
         pass the last row's (created_at, id) as `before` for the next one (an index walk of one page however deep;
         `offset` also works but reads every row it skips)."""
         if not (isinstance(limit, int) and 0 < limit <= MAX_PAGE) or not (isinstance(offset, int) and offset >= 0):
             raise ValueError(f"limit must be 1-{MAX_PAGE} and offset >= 0.")
-        where, params = history_filter(digit, correct, not_digit, before)
+        where, params = history_filter(digit, correct, not_digit, before, visitor)
         # The column list and the filters are constants from schema.py; values only travel as parameters.
         sql = f"SELECT {HISTORY_COLUMNS} FROM predictions{where} ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s"
         params += [limit, offset]
@@ -182,6 +193,20 @@ class Reads(Connections):
             raise DatabaseUnavailable(f"the database went away during the export: {exc}") from exc
         finally:
             conn.close()
+
+    def count_predictions(self, visitor: str | None = None) -> int:
+        """How many predictions there are (from the rollup), or how many `visitor`'s browser made."""
+        if visitor is None:
+            sql, params = "SELECT coalesce(sum(n), 0) AS n FROM prediction_counts", []
+        else:
+            sql, params = "SELECT count(*) AS n FROM predictions WHERE visitor = %s", [check_visitor(visitor)]
+
+        def read(cur: Any) -> int:
+            self._ensure_schema_in(cur)
+            cur.execute(sql, params)
+            return int(cur.fetchone()["n"])
+
+        return int(self._bounded(lambda: self._run(read), self.read_wait()))
 
     def count_labelled(self) -> int:
         """How many predictions carry a user's answer (a digit or "not a digit") and the image the model saw (what

@@ -144,6 +144,13 @@ SCHEMA: tuple[str, ...] = (
         WHERE is_digit = false OR labelled_not_digit""",
     ROLLUP_FUNCTION,
     ROLLUP_TABLES,
+    # Who made the prediction: the anonymous id of the browser (access/clients.py), so History shows a visitor
+    # their own rows only. NULL on rows from before it, and from the API and tools: no visitor sees those.
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS visitor text",
+    """CREATE INDEX IF NOT EXISTS predictions_visitor_newest_idx ON predictions (visitor, created_at DESC, id DESC)
+        WHERE visitor IS NOT NULL""",
+    # Retention (make prune) deletes the oldest rows first.
+    "CREATE INDEX IF NOT EXISTS predictions_created_idx ON predictions (created_at)",
 )
 
 SCHEMA_LOCK_KEY = 421_950_001  # advisory lock: two processes migrating at once wait for each other
@@ -151,8 +158,8 @@ SCHEMA_LOCK_KEY = 421_950_001  # advisory lock: two processes migrating at once 
 INSERT_SQL = """
     INSERT INTO predictions
         (created_at, predicted_digit, confidence, probabilities, image, model_version, request_id, true_label,
-         inference_ms, is_digit, not_digit_score)
-    VALUES (COALESCE(%s, now()), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+         inference_ms, is_digit, not_digit_score, visitor)
+    VALUES (COALESCE(%s, now()), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
     RETURNING id
 """  # ON CONFLICT ... RETURNING: a retried or replayed insert returns the row it already made, never a second one
@@ -165,6 +172,13 @@ LABEL_SQL = """
                                   ELSE labelled_not_digit END,
         labelled_at = GREATEST(labelled_at, %(at)s)
     WHERE {key} = %(key)s RETURNING id
+"""
+# Retention: one batch of the oldest rows before a time (a few thousand per statement: short locks, and the rollup's
+# statement triggers subtract each batch exactly).
+PRUNE_SQL = """
+    DELETE FROM predictions WHERE id IN (
+        SELECT id FROM predictions WHERE created_at < %s ORDER BY created_at LIMIT %s
+    )
 """
 LABEL_BY_ID_SQL = LABEL_SQL.format(key="id")
 LABEL_BY_REQUEST_SQL = LABEL_SQL.format(key="request_id")
@@ -220,3 +234,11 @@ def check_text(name: str, value: Any) -> str | None:
     if "\x00" in value:
         raise ValueError(f"{name} cannot contain a NUL character (PostgreSQL text does not store it).")
     return value
+
+
+def check_visitor(value: Any) -> str | None:
+    """A visitor id: None, or the browser's token (a few dozen URL-safe characters)."""
+    text = check_text("visitor", value)
+    if text is not None and not (0 < len(text) <= 64 and text.replace("-", "").replace("_", "").isalnum()):
+        raise ValueError("visitor must be the browser's id (1-64 letters, digits, '-' or '_').")
+    return text

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
 
 import db
 import utils
-from tools import pg
+from tools import browser, pg
 from training import dataset
 
 
@@ -76,3 +77,16 @@ def mnist_test_split() -> "object":
 @pytest.fixture(scope="session")
 def checkpoint() -> utils.Checkpoint:
     return utils.load_checkpoint(utils.DEFAULT_MODEL_PATH)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium, driven by Playwright (never a browser Playwright downloads); one per test module."""
+    path = browser.chromium_path()
+    if path is None:
+        pytest.skip("Chromium not installed (apt-get install chromium)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=path, args=browser.CHROMIUM_ARGS)
+        yield instance
+        instance.close()

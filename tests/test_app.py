@@ -17,10 +17,12 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 import db
+from access import limits
 from tools import pg
 import utils
 
 ROOT = Path(__file__).resolve().parent.parent
+OPERATOR_PASSWORD = "correct horse battery staple"
 TIMEOUT = 60
 
 
@@ -39,6 +41,7 @@ def page(
     """A factory for a fresh AppTest of app.py on the test database (cached resources cleared first)."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("SPOOL_PATH", str(tmp_path / "app-spool.jsonl"))
+    monkeypatch.setenv("OPERATOR_PASSWORD", OPERATOR_PASSWORD)
     monkeypatch.delenv("MODEL_PATH", raising=False)
 
     def make() -> AppTest:
@@ -48,6 +51,12 @@ def page(
 
     yield make
     st.cache_resource.clear()
+
+
+def sign_in(at: AppTest, password: str = "") -> AppTest:
+    """Sign in as the operator on History (the password field and the Sign in button)."""
+    at.text_input(key="operator-password").input(password or OPERATOR_PASSWORD)
+    return next(b for b in at.button if b.label == "Sign in").click().run()
 
 
 def pages(at: AppTest) -> dict[str, str]:
@@ -157,8 +166,9 @@ def test_history_lists_filters_and_offers_csv(page: Callable[[], AppTest], datab
     for digit in (1, 1, 2, 7):
         pid = database.log_prediction(digit, 0.8, [0.1] * 10, utils.to_png(np.zeros((28, 28))), "v")
         database.set_true_label(pid, digit if digit != 7 else 1)
-    at = open_page(page(), "History")
+    at = sign_in(open_page(page(), "History"))
     assert len(at.dataframe[0].value) == 4
+    assert "All predictions: 4" in texts(at.markdown)
     at.selectbox(key="history_digit").set_value(1).run()
     assert list(at.dataframe[0].value["Predicted"]) == [1, 1]
     at.selectbox(key="history_digit").set_value(None).run()
@@ -182,8 +192,31 @@ def test_stats_show_totals_accuracy_and_the_model_card(page: Callable[[], AppTes
 def test_history_formats_confidence_as_the_answer_does(page: Callable[[], AppTest], database: db.Database) -> None:
     database.log_prediction(4, 0.99997)
     database.log_prediction(9, 0.5)
-    table = open_page(page(), "History").dataframe[0].value
+    table = sign_in(open_page(page(), "History")).dataframe[0].value
     assert list(table["Confidence"]) == ["50.0%", ">99.99%"]
+
+
+def test_a_visitor_sees_only_their_own_predictions_and_no_export(
+    page: Callable[[], AppTest], database: db.Database, database_url: str
+) -> None:
+    database.log_prediction(3, 0.9, image_png=utils.to_png(np.zeros((28, 28))), visitor="someone-else-" + "x" * 20)
+    at = open_page(page(), "History")
+    assert "Your predictions: 0" in texts(at.markdown)
+    assert not at.dataframe, "another visitor's drawing is not shown"
+    assert not any("Download CSV" in str(getattr(e, "proto", "")) for e in at.get("link_button"))
+    at = open_page(at, "Upload")  # this session's own prediction, through the page
+    at.file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
+    at.button(key="predict-upload").click().run()
+    at = open_page(at, "History")
+    assert "Your predictions: 1" in texts(at.markdown)
+    assert list(at.dataframe[0].value["Predicted"]) == [1], "only this visitor's row"
+    at = sign_in(at, "wrong password!")
+    assert "Wrong password" in texts(at.error) and "Your predictions: 1" in texts(at.markdown)
+    at = sign_in(at)
+    assert "All predictions: 2" in texts(at.markdown) and len(at.dataframe[0].value) == 2
+    assert any("Download CSV" in str(getattr(e, "proto", "")) for e in at.get("link_button"))
+    at = next(b for b in at.button if b.label == "Sign out").click().run()
+    assert "Your predictions: 1" in texts(at.markdown)
 
 
 def test_model_card_shows_the_registered_version_the_checkpoint_records(
@@ -259,3 +292,21 @@ def test_the_page_bar_opens_each_page_and_stays_on_a_reclicked_one(page: Callabl
     at = open_page(at, "Draw")
     assert at.button_group(key="page").value == "Draw" and any(b.label == "Predict" for b in at.button)
     assert not at.exception
+
+
+def test_a_client_over_the_predict_limit_is_told_so_and_nothing_is_written(
+    page: Callable[[], AppTest], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "predictions", limits.RateLimit(1, 60))
+    at = open_page(page(), "Upload")
+    at.file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
+    at.button(key="predict-upload").click().run()
+    assert [r[1] for r in rows(database_url)] == [1]
+    seven = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(seven).line([(30, 30), (170, 30), (80, 180)], fill=0, width=16)
+    buffer = io.BytesIO()
+    seven.save(buffer, format="PNG")
+    at.file_uploader(key="upload").upload("seven.png", buffer.getvalue(), "image/png").run()
+    at.button(key="predict-upload").click().run()
+    assert "Too many predictions from here: try again in" in texts(at.warning)
+    assert not at.exception and [r[1] for r in rows(database_url)] == [1], "nothing written past the limit"

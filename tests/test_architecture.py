@@ -14,7 +14,8 @@ ENTRY_POINTS = {"app", "db", "server", "train", "utils"}
 ALLOWED = {
     "inference": {"inference"},
     "storage": {"storage", "inference"},
-    "views": {"views", "storage", "inference"},
+    "access": {"access"},
+    "views": {"views", "access", "storage", "inference"},
     "training": {"training", "inference", "storage", "db"},  # retraining reads the feedback through db.Database
 }
 

@@ -45,17 +45,6 @@ def app_url(app_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         yield url
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    path = browser.chromium_path()
-    if path is None:
-        pytest.skip("Chromium not installed (apt-get install chromium)")
-    with playwright_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=path, args=browser.CHROMIUM_ARGS)
-        yield instance
-        instance.close()
-
-
 def open_page(chromium: Any, url: str, viewport: dict[str, int] = DESKTOP, touch: bool = False) -> Any:
     context = chromium.new_context(viewport=viewport, has_touch=touch, is_mobile=touch)
     page = context.new_page()

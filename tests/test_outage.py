@@ -7,6 +7,7 @@ it is back, and nothing lost or doubled in the table afterwards.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,6 +156,13 @@ def test_hung_database_never_freezes_the_page_and_nothing_is_lost_or_doubled(
             clears.append(clear(page))
         print(f"hung database: answers in {answers} s, Clear in {clears} s")
     finally:
+        thawed = dt.datetime.now(dt.timezone.utc)
         server.thaw(frozen)
     expected: list[tuple[int, int | None]] = [(1, 1), (7, 7), (0, 0)]
     assert wait_for_rows(server.dsn, expected) == expected, "each prediction exactly once, with its label"
+    with psycopg2.connect(server.dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT predicted_digit, created_at FROM predictions ORDER BY created_at, id")
+        by_time = cur.fetchall()
+    conn.close()
+    assert [digit for digit, _ in by_time] == [1, 7, 0], "stored in the order the page showed them"
+    assert all(at < thawed for _, at in by_time), "each row keeps the time its answer was shown, not the thaw's"

@@ -127,10 +127,12 @@ def start_target(args: argparse.Namespace, tmp: Path) -> Target:
         return Target(args.url, dsn=args.database_url)
     admin = pg.admin_dsn(tmp)
     dsn = pg.create_database(admin, prefix="mnist_load")
+    # Every simulated user comes from this machine's one address: the per-client limits would count them as one.
+    base = {"DATABASE_URL": dsn, "MODEL_PATH": "", "PREDICT_LIMIT_PER_MINUTE": "0", "UPLOAD_LIMIT_PER_MINUTE": "0"}
     if args.replicas:
-        cluster = replicas.Cluster(args.replicas, {"DATABASE_URL": dsn, "MODEL_PATH": ""}, tmp)
+        cluster = replicas.Cluster(args.replicas, base, tmp)
         return Target(cluster.__enter__().url, dsn, admin, context=cluster, cluster=cluster)
-    context = browser.running_app({"DATABASE_URL": dsn, "SPOOL_PATH": str(tmp / "spool.jsonl"), "MODEL_PATH": ""})
+    context = browser.running_app({**base, "SPOOL_PATH": str(tmp / "spool.jsonl")})
     url = context.__enter__()
     return Target(url, dsn, admin, server_pid=browser.SERVER_PIDS[url], context=context)
 

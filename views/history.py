@@ -2,6 +2,9 @@
 
     make run      # then open /history (app.py mounts this page beside Draw, Upload and Stats)
 
+A visitor sees only the predictions made from this browser ("Your predictions: N"); the operator, signed in with
+OPERATOR_PASSWORD, sees every prediction ("All predictions: N") and can export them.
+
 Layout only, like app.py: the queries live in storage/reads.py (through db.Database). The page is a fragment, so
 its filters and page buttons rerun only the page itself.
 """
@@ -14,10 +17,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from access import operator
 from inference.labels import CLASSES, NOT_A_DIGIT
 from inference.predict import format_confidence
 from storage.pool import DatabaseUnavailable
 from storage.reads import Reads
+from views import session
 
 NOT_A_DIGIT_LABEL = NOT_A_DIGIT.capitalize()  # "Not a digit", as the feedback button and the column say it
 HISTORY_SIZES = (50, 100, 500)
@@ -37,10 +42,11 @@ def not_digit_text(row: dict[str, Any]) -> str:
     return " + ".join(who for who, said in (("model", model), ("user", user)) if said)
 
 
-def export_url(digit: int | None, correct: bool | None, not_digit: bool | None) -> str:
-    """The streamed CSV export (server.py) for History's filters, relative to the page."""
-    query = {"digit": digit, "correct": correct, "not_digit": not_digit}
-    params = "&".join(f"{k}={str(v).lower()}" for k, v in query.items() if v is not None)
+def export_url(digit: int | None, correct: bool | None, not_digit: bool | None, link: str | None = None) -> str:
+    """The streamed CSV export (server.py) for History's filters, relative to the page; `link`: a one-use token
+    that lets a signed-in operator's browser download it without typing the password again."""
+    query = {"digit": digit, "correct": correct, "not_digit": not_digit, "link": link}
+    params = "&".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in query.items() if v is not None)
     return f"{EXPORT_PATH}?{params}" if params else EXPORT_PATH
 
 
@@ -87,8 +93,9 @@ def history_table(rows: list[dict[str, Any]]) -> None:
     )
 
 
-def pager(pages: list[Any], rows: list[dict[str, Any]], filters: Filters) -> None:
-    """Newer / Older buttons (keyset pages), where we are, and the CSV export of every matching row."""
+def pager(pages: list[Any], rows: list[dict[str, Any]], filters: Filters, signed_in: bool) -> None:
+    """Newer / Older buttons (keyset pages), where we are, and, for the operator, the CSV export of every matching
+    row."""
     digit, correct, not_digit, size = filters
     newer_col, where_col, older_col, export_col = st.columns((1, 2, 1, 2), vertical_alignment="center")
     if newer_col.button("‹ Newer", disabled=len(pages) == 1, width="stretch"):
@@ -99,21 +106,38 @@ def pager(pages: list[Any], rows: list[dict[str, Any]], filters: Filters) -> Non
         pages.append((rows[-1]["created_at"], rows[-1]["id"]))
         st.rerun(scope="fragment")
     # Every matching row, not only this page: streamed by the server, whatever the size (no images; see server.py).
-    export_col.link_button("Download CSV", export_url(digit, correct, not_digit), width="stretch")
+    if signed_in:
+        link = operator.export_links.issue()
+        export_col.link_button("Download CSV", export_url(digit, correct, not_digit, link), width="stretch")
 
 
 @st.fragment
 def history_section(database: Reads) -> None:
+    """A visitor sees the predictions made from this browser; the operator, signed in, sees all of them."""
+    signed_in = session.is_operator()
+    visitor = None if signed_in else session.visitor_id()
+    try:
+        total = database.count_predictions(visitor)
+    except DatabaseUnavailable:
+        st.warning("History is unavailable while the database is unreachable.")
+        session.operator_bar()
+        return
+    st.markdown(f"**All predictions: {total:,}**" if signed_in else f"**Your predictions: {total:,}**")
+    show_rows(database, visitor, signed_in)
+    session.operator_bar()
+
+
+def show_rows(database: Reads, visitor: str | None, signed_in: bool) -> None:
     filters = filters_row()
     digit, correct, not_digit, size = filters
     # Pages: the (created_at, id) each page starts after, newest page first; new filters start again at the top.
-    if st.session_state.get("history_filters") != filters:
-        st.session_state.history_filters = filters
+    if st.session_state.get("history_filters") != (*filters, visitor):  # the operator's view starts at the top too
+        st.session_state.history_filters = (*filters, visitor)
         st.session_state.history_pages = [None]
     pages: list[Any] = st.session_state.history_pages
     try:
         rows = database.get_prediction_history(
-            limit=size, digit=digit, correct=correct, not_digit=not_digit, before=pages[-1]
+            limit=size, digit=digit, correct=correct, not_digit=not_digit, before=pages[-1], visitor=visitor
         )
     except DatabaseUnavailable:
         st.warning("History is unavailable while the database is unreachable.")
@@ -122,4 +146,4 @@ def history_section(database: Reads) -> None:
         st.info("No predictions yet: draw a digit and press Predict." if filters[:3] == (None,) * 3 else "No matches.")
         return
     history_table(rows)
-    pager(pages, rows, filters)
+    pager(pages, rows, filters, signed_in)

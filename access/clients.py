@@ -1,0 +1,73 @@
+"""Who a client is: the address limits and throttles count by, and the anonymous visitor id its browser keeps.
+
+    python -c "from access.clients import client_address as c; print(c('10.0.0.2', '203.0.113.9', '10.0.0.0/8'))"
+
+Behind Caddy every request comes from the proxy, so the client's own address is in X-Forwarded-For; that header is
+believed only from an address in `TRUSTED_PROXIES` (anyone else could write it). The visitor id is a random token
+in an HttpOnly cookie (`mnist_visitor`), set by server.py on the first page load: not a login, and gone when the
+browser forgets it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+VISITOR_COOKIE = "mnist_visitor"
+VISITOR_DAYS = 365
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def trusted_proxies(text: str | None = None) -> list[Network]:
+    """The proxies' networks, from `TRUSTED_PROXIES` (comma-separated addresses or CIDRs; empty: none)."""
+    raw = os.environ.get("TRUSTED_PROXIES", "") if text is None else text
+    return [ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip()]
+
+
+def _in(address: str, networks: Iterable[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, proxies: str | None = None) -> str:
+    """The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address in
+    X-Forwarded-For that is not one of the proxies. Loopback without a proxy is "local"."""
+    networks = trusted_proxies(proxies)
+    address = peer or "local"
+    if forwarded_for and address != "local" and _in(address, networks):
+        for hop in reversed([part.strip() for part in forwarded_for.split(",") if part.strip()]):
+            address = hop
+            if not _in(hop, networks):
+                break
+    return address
+
+
+def new_visitor_id() -> str:
+    return secrets.token_urlsafe(24)  # 192 random bits: nobody guesses another browser's id
+
+
+def valid_visitor_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(_TOKEN.match(value))
+
+
+def visitor_cookie(value: str, secure: bool) -> str:
+    """The Set-Cookie header's value: readable by the server only (HttpOnly), sent on this site's own requests."""
+    flags = f"Path=/; Max-Age={VISITOR_DAYS * 86400}; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
+    return f"{VISITOR_COOKIE}={value}; {flags}"
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    """One cookie's value from a Cookie header."""
+    for part in (header or "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return None

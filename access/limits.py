@@ -1,0 +1,120 @@
+"""Per-client limits, in this process's memory: how often one client may do something (`RateLimit`), and how
+often a wrong password may be tried (`Throttle`). Each answers "not now" with the seconds to wait, never "never".
+
+    python -c "from access.limits import RateLimit; r = RateLimit(2, 60); print([r.check('a') for _ in range(3)])"
+
+Replicas each keep their own counts; Caddy's sticky cookie sends a browser to the same one, so a client meets one
+set of limits in practice.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+MAX_CLIENTS = 10_000  # distinct clients remembered per limit; the oldest are forgotten first (memory stays bounded)
+
+
+class RateLimit:
+    """At most `limit` events per client in any `window` seconds (a sliding window); `limit` 0 turns it off."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit, self.window, self._clock = limit, window, clock
+        self._events: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        events = self._events.pop(client, None) or deque()
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        self._events[client] = events  # re-inserted: the dict's order is the clients' recency
+        while len(self._events) > MAX_CLIENTS:
+            self._events.pop(next(iter(self._events)))
+        return events
+
+    def wait(self, client: str) -> float:
+        """Seconds until `client` may act again (0.0: now); nothing is counted."""
+        if self.limit <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            events = self._recent(client, now)
+            return max(events[0] + self.window - now, 0.001) if len(events) >= self.limit else 0.0
+
+    def check(self, client: str) -> float:
+        """Count one event for `client` if it is allowed: 0.0; else the seconds until it would be (nothing is
+        counted)."""
+        if self.limit <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            events = self._recent(client, now)
+            if len(events) >= self.limit:
+                return max(events[0] + self.window - now, 0.001)
+            events.append(now)
+            return 0.0
+
+    def clear(self, client: str) -> None:
+        with self._lock:
+            self._events.pop(client, None)
+
+
+class Throttle:
+    """Wrong passwords: after `attempts` failures within `window` seconds a client waits until the oldest of them
+    is `window` old (so it is never locked out for good). A success clears the client's count."""
+
+    def __init__(self, attempts: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._failures = RateLimit(attempts, window, clock)
+
+    def wait(self, client: str) -> float:
+        """Seconds this client must wait before it may try a password again (0.0: it may try now)."""
+        return self._failures.wait(client)
+
+    def failed(self, client: str) -> None:
+        self._failures.check(client)
+
+    def succeeded(self, client: str) -> None:
+        self._failures.clear(client)
+
+
+def retry_after(seconds: float) -> str:
+    """A Retry-After header's value: whole seconds, rounded up."""
+    return str(max(1, math.ceil(seconds)))
+
+
+class Slots:
+    """At most `size` of something at once (the CSV exports); `take` never waits."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.size > 0 and self._used >= self.size:
+                return False
+            self._used += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._used = max(self._used - 1, 0)
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+
+def per_minute(name: str, default: int) -> RateLimit:
+    """A limit of `name` (an environment setting, events per minute per client; 0: off)."""
+    return RateLimit(int(os.environ.get(name) or default), 60.0)
+
+
+# The page's limits, one per process: how many predictions and uploads one client may make a minute.
+predictions = per_minute("PREDICT_LIMIT_PER_MINUTE", 60)
+uploads = per_minute("UPLOAD_LIMIT_PER_MINUTE", 20)

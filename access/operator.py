@@ -1,0 +1,96 @@
+"""The operator: one password (`OPERATOR_PASSWORD`, from the environment or .env), checked in constant time, with
+wrong guesses throttled per client; and the short-lived links a signed-in History page downloads the export with.
+
+    python -c "from access.operator import password; print(password() is not None)"
+
+With no password set there is no operator view and no export. A password shorter than `MIN_LENGTH` is refused at
+start (server.py), with the reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from access.limits import Throttle
+
+MIN_LENGTH = 12
+USER = "operator"  # the HTTP Basic user name: curl -u operator:$OPERATOR_PASSWORD
+EXPORT_LINK_SECONDS = 300
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class OperatorConfigError(ValueError):
+    """OPERATOR_PASSWORD is set but unusable."""
+
+
+def password() -> str | None:
+    """The operator password, or None when none is set; raises OperatorConfigError when it is too short."""
+    load_dotenv(PROJECT_DIR / ".env", override=False)
+    value = os.environ.get("OPERATOR_PASSWORD") or None
+    if value is not None and len(value) < MIN_LENGTH:
+        raise OperatorConfigError(
+            f"OPERATOR_PASSWORD is {len(value)} characters long; use at least {MIN_LENGTH} "
+            "(or unset it: then there is no operator view and no export)."
+        )
+    return value
+
+
+def is_password(given: str, expected: str) -> bool:
+    """Constant time: how long the comparison takes says nothing about how much of `given` was right."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def basic_credentials(header: str | None) -> tuple[str, str] | None:
+    """(user, password) from an `Authorization: Basic ...` header, or None when there is none or it is malformed."""
+    scheme, _, value = (header or "").partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        user, sep, given = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (user, given) if sep else None
+
+
+def setting(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+# Wrong passwords, per client, shared by the page's sign-in and the export's HTTP Basic (one process).
+throttle = Throttle(int(setting("OPERATOR_MAX_ATTEMPTS", 5)), setting("OPERATOR_LOCKOUT_SECONDS", 300))
+
+
+class ExportLinks:
+    """One-use links to the export for a signed-in page: a random token, valid `EXPORT_LINK_SECONDS`, spent by the
+    download it starts (a link left in a browser's history opens nothing later)."""
+
+    def __init__(self, lifetime: float = EXPORT_LINK_SECONDS) -> None:
+        self.lifetime = lifetime
+        self._tokens: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def issue(self) -> str:
+        token = secrets.token_urlsafe(24)
+        now = time.monotonic()
+        with self._lock:
+            self._tokens = {t: until for t, until in self._tokens.items() if until > now}
+            self._tokens[token] = now + self.lifetime
+        return token
+
+    def spend(self, token: str | None) -> bool:
+        if not token:
+            return False
+        with self._lock:
+            until = self._tokens.pop(token, None)
+        return until is not None and until > time.monotonic()
+
+
+export_links = ExportLinks()
