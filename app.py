@@ -262,11 +262,15 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
         buttons = st.container(horizontal=True)
         predict_clicked = buttons.button("Predict", type="primary", width="stretch")
         clear_clicked = buttons.button("Clear", width="stretch")
-    # The canvas's PNG as sent; `image_data` decodes it on every access (1-3 ms), so only a new drawing pays that.
-    drawing = canvas.image_bytes
+    # The canvas's image as the browser sent it (any bytes a client chooses to send over the websocket): decoded
+    # through the same bounded door as an upload, with the canvas's own limits, and only when it is new.
+    try:
+        drawing = canvas.image_bytes
+    except (ValueError, TypeError):  # not a base64 data URL: kept as bytes the decoder will refuse, with a message
+        drawing = b"not a data URL"
 
     def pixels() -> Any:
-        return canvas.image_data
+        return utils.load_canvas_image(drawing or b"")
 
     if clear_clicked:
         st.session_state.canvas_round += 1  # a new key mounts an empty canvas
@@ -305,7 +309,7 @@ def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     except ValueError as exc:
         st.error(str(exc))
         return
-    st.image(image, caption=upload.name, width=160)
+    st.image(utils.preview(image), caption=upload.name[:80], width=160)  # a small copy, never the original
     if st.button("Predict", type="primary", key="predict-upload"):
         start_prediction(checkpoint, "upload_result", upload.getvalue(), lambda: image)
     show_result(checkpoint, database, "upload_result")

@@ -135,31 +135,52 @@ async def export_predictions(request: Request) -> Response:
     )
 
 
-class VisitorCookie:
-    """ASGI middleware: a page load from a browser without a (well-formed) visitor cookie gets a new one."""
+PAGE_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),  # no other site may frame the page (feedback labels train the model)
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+]
+
+
+class PageGuard:
+    """ASGI middleware: every answer says nosniff and refuses framing (Caddy says so too, for what it serves), and
+    a page load from a browser without a (well-formed) visitor cookie gets a new one."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "GET":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if clients.valid_visitor_id(clients.cookie_value(headers.get("cookie"), clients.VISITOR_COOKIE)):
-            await self.app(scope, receive, send)
-            return
-        secure = scope.get("scheme") == "https" or headers.get("x-forwarded-proto") == "https"
-        cookie = clients.visitor_cookie(clients.new_visitor_id(), secure).encode("latin-1")
+        cookie: bytes | None = None
+        has_id = clients.valid_visitor_id(clients.cookie_value(headers.get("cookie"), clients.VISITOR_COOKIE))
+        if scope.get("method") == "GET" and not has_id:
+            secure = scope.get("scheme") == "https" or headers.get("x-forwarded-proto") == "https"
+            cookie = clients.visitor_cookie(clients.new_visitor_id(), secure).encode("latin-1")
 
-        async def send_with_cookie(message: Message) -> None:
+        async def send_guarded(message: Message) -> None:
             if message["type"] == "http.response.start":
-                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
-                if content_type.startswith(b"text/html"):  # the page itself, not each script or image
-                    message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+                sent = [(k, v) for k, v in message.get("headers", []) if k.lower() not in dict(PAGE_HEADERS)]
+                content_type = dict(sent).get(b"content-type", b"")
+                extra = [(b"set-cookie", cookie)] if cookie and content_type.startswith(b"text/html") else []
+                message = {**message, "headers": [*sent, *PAGE_HEADERS, *extra]}  # the cookie on the page only
             await send(message)
 
-        await self.app(scope, receive, send_with_cookie)
+        await self.app(scope, receive, send_guarded)
+
+
+def no_external_ip_lookup() -> None:
+    """Streamlit checks a websocket's foreign Origin against this machine's external IP, which it looks up with a
+    blocking HTTP request on the event loop (checkip.amazonaws.com), retried after every failure: on a server whose
+    DNS or outbound traffic hangs, one foreign-Origin handshake froze every user. The page is never reached by its
+    raw IP here (Caddy serves the domain), so the lookup is answered in advance: loopback, always refused by nobody
+    else's origin. docs/upstream/streamlit-websocket-origin.md is the upstream report."""
+    from streamlit import net_util
+
+    if hasattr(net_util, "_external_ip"):
+        net_util._external_ip = "127.0.0.1"
 
 
 def check_settings() -> None:
@@ -172,8 +193,9 @@ def check_settings() -> None:
 
 
 check_settings()
+no_external_ip_lookup()
 app = st.App(
     str(APP),
     routes=[Route(EXPORT_ROUTE, export_predictions)],
-    middleware=[Middleware(VisitorCookie)],
+    middleware=[Middleware(PageGuard)],
 )

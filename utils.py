@@ -36,15 +36,15 @@ from inference.predict import (
     not_digit_score,
     to_png,
 )
-from inference.preprocess import (
-    IMAGE_SIZE,
+from inference.images import (
     MAX_UPLOAD_BYTES,
     MAX_UPLOAD_PIXELS,
     UPLOAD_FORMATS,
-    EmptyDrawingError,
+    load_canvas_image,
     load_uploaded_image,
-    preprocess_image,
+    preview,
 )
+from inference.preprocess import IMAGE_SIZE, EmptyDrawingError, preprocess_image
 
 __all__ = [
     "CLASSES",
@@ -71,9 +71,11 @@ __all__ = [
     "knows_not_digit",
     "load_checkpoint",
     "load_model",
+    "load_canvas_image",
     "load_uploaded_image",
     "not_digit_score",
     "preprocess_image",
+    "preview",
     "save_checkpoint",
     "to_png",
 ]

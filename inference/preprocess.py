@@ -1,5 +1,5 @@
-"""Preprocessing: any canvas drawing, upload or photo -> MNIST-style (28, 28) float32 in [0, 1], white ink on black;
-and the guarded decoding of uploaded files.
+"""Preprocessing: any canvas drawing, upload or photo -> MNIST-style (28, 28) float32 in [0, 1], white ink on black
+(the bytes are decoded before this, by inference/images.py).
 
     python -c "import numpy as np; from inference.preprocess import preprocess_image; \
 print(preprocess_image(np.eye(280, dtype=np.uint8) * 255).shape)"
@@ -7,12 +7,8 @@ print(preprocess_image(np.eye(280, dtype=np.uint8) * 255).shape)"
 
 from __future__ import annotations
 
-import warnings
-
-import io
-
 import numpy as np
-from PIL import Image, ImageSequence
+from PIL import Image
 
 # MNIST geometry: the ink is fitted into a 20x20 box (aspect ratio kept), then placed in a 28x28 field so that its
 # centre of mass sits at the centre.
@@ -28,11 +24,6 @@ NOISE_FLOOR = 0.2  # ink below this after contrast stretching is paper texture o
 MIN_EXTENT = 0.06  # a mark whose longest side is shorter than this fraction of the image is a dot, not a digit
 MAX_SIDE = 8192  # larger arrays are refused, not resized (memory)
 WORK_SIDE = 1024  # larger images are downscaled to this before cropping (speed; a digit needs far less)
-
-# Upload limits: a few MB of file, and a pixel budget that stops decompression bombs before they decode.
-MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-MAX_UPLOAD_PIXELS = 25_000_000
-UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 
 
 class EmptyDrawingError(ValueError):
@@ -167,40 +158,3 @@ def preprocess_image(image_data: np.ndarray | Image.Image) -> np.ndarray:
     out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     out[off_y : off_y + new_h, off_x : off_x + new_w] = digit
     return out
-
-
-def load_uploaded_image(data: bytes) -> Image.Image:
-    """Decode an uploaded PNG/JPEG/GIF (first frame)/BMP/WebP with size and decompression-bomb guards.
-
-    Raises `ValueError` with a message a user can act on for anything else: empty, not an image, an unsupported
-    format, truncated, too many bytes or pixels.
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ValueError(f"Expected the uploaded file's bytes, got {type(data).__name__}.")
-    size = len(data)
-    if size == 0:
-        raise ValueError("The uploaded file is empty.")
-    if size > MAX_UPLOAD_BYTES:
-        raise ValueError(f"The file is too large ({size / 1e6:.1f} MB); the limit is {MAX_UPLOAD_BYTES / 1e6:.0f} MB.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(bytes(data)), formats=list(UPLOAD_FORMATS))
-            if image.width * image.height > MAX_UPLOAD_PIXELS:
-                raise ValueError(
-                    f"The image is too large ({image.width}x{image.height} pixels); "
-                    f"the limit is {MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels."
-                )
-            frame = next(ImageSequence.Iterator(image)).copy()  # first frame of a GIF/WebP animation
-            frame.load()
-    except ValueError:
-        raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ValueError(f"The image is too large to open safely ({exc}).") from exc
-    except Exception as exc:  # PIL raises many types for bad files (UnidentifiedImageError, OSError, SyntaxError…)
-        raise ValueError(
-            "The file is not a readable image (use PNG, JPEG, GIF, BMP or WebP; it may be truncated)."
-        ) from exc
-    if frame.width == 0 or frame.height == 0:
-        raise ValueError("The image has no pixels.")
-    return frame
