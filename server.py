@@ -16,7 +16,6 @@ its own predictions by.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -33,12 +32,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import db
 from access import clients, operator
 from access.limits import Slots, retry_after
+from storage.config import setting
 
 APP = Path(__file__).resolve().parent / "app.py"
 EXPORT_ROUTE = "/export/predictions.csv"
 _database: db.Database | None = None
 _database_lock = threading.Lock()
-export_slots = Slots(int(os.environ.get("EXPORT_CONCURRENCY") or 2))
+export_slots = Slots(int(setting("EXPORT_CONCURRENCY", "2")))
 
 
 def database() -> db.Database:
@@ -140,6 +140,7 @@ PAGE_HEADERS = [
     (b"x-frame-options", b"DENY"),  # no other site may frame the page (feedback labels train the model)
     (b"content-security-policy", b"frame-ancestors 'none'"),
 ]
+PAGE_HEADER_NAMES = {name for name, _ in PAGE_HEADERS}
 
 
 class PageGuard:
@@ -162,7 +163,7 @@ class PageGuard:
 
         async def send_guarded(message: Message) -> None:
             if message["type"] == "http.response.start":
-                sent = [(k, v) for k, v in message.get("headers", []) if k.lower() not in dict(PAGE_HEADERS)]
+                sent = [(k, v) for k, v in message.get("headers", []) if k.lower() not in PAGE_HEADER_NAMES]
                 content_type = dict(sent).get(b"content-type", b"")
                 extra = [(b"set-cookie", cookie)] if cookie and content_type.startswith(b"text/html") else []
                 message = {**message, "headers": [*sent, *PAGE_HEADERS, *extra]}  # the cookie on the page only

@@ -20,9 +20,9 @@ import torch
 
 from training import promotion
 from training.options import build_parser, to_recipe
-from training.record import run_evaluation, track
+from training import scratch
+from training.record import run_evaluation
 from training.retrain import retrain
-from training.scratch import train_from_scratch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return promotion.rollback()
     if args.retrain:
         return retrain(recipe)
-    mode = "dry-run" if recipe.dry_run else "train"
-    return track(recipe, mode, lambda device, run: train_from_scratch(recipe, device, run))
+    return scratch.run(recipe)
 
 
 if __name__ == "__main__":

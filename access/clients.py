@@ -11,11 +11,13 @@ browser forgets it.
 from __future__ import annotations
 
 import ipaddress
-import os
+import functools
 import re
 import secrets
 from collections.abc import Iterable
 from typing import Any
+
+from storage.config import setting
 
 VISITOR_COOKIE = "mnist_visitor"
 VISITOR_DAYS = 365
@@ -23,10 +25,14 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def trusted_proxies(text: str | None = None) -> list[Network]:
+def trusted_proxies(text: str | None = None) -> tuple[Network, ...]:
     """The proxies' networks, from `TRUSTED_PROXIES` (comma-separated addresses or CIDRs; empty: none)."""
-    raw = os.environ.get("TRUSTED_PROXIES", "") if text is None else text
-    return [ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip()]
+    return _networks(setting("TRUSTED_PROXIES", "") if text is None else text)
+
+
+@functools.cache
+def _networks(raw: str) -> tuple[Network, ...]:  # parsed once per value, not on every request
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
 
 
 def _in(address: str, networks: Iterable[Network]) -> bool:

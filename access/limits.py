@@ -10,11 +10,12 @@ set of limits in practice.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+
+from storage.config import setting
 
 MAX_CLIENTS = 10_000  # distinct clients remembered per limit; the oldest are forgotten first (memory stays bounded)
 
@@ -36,18 +37,7 @@ class RateLimit:
             self._events.pop(next(iter(self._events)))
         return events
 
-    def wait(self, client: str) -> float:
-        """Seconds until `client` may act again (0.0: now); nothing is counted."""
-        if self.limit <= 0:
-            return 0.0
-        with self._lock:
-            now = self._clock()
-            events = self._recent(client, now)
-            return max(events[0] + self.window - now, 0.001) if len(events) >= self.limit else 0.0
-
-    def check(self, client: str) -> float:
-        """Count one event for `client` if it is allowed: 0.0; else the seconds until it would be (nothing is
-        counted)."""
+    def _look(self, client: str, count: bool) -> float:
         if self.limit <= 0:
             return 0.0
         with self._lock:
@@ -55,8 +45,18 @@ class RateLimit:
             events = self._recent(client, now)
             if len(events) >= self.limit:
                 return max(events[0] + self.window - now, 0.001)
-            events.append(now)
+            if count:
+                events.append(now)
             return 0.0
+
+    def wait(self, client: str) -> float:
+        """Seconds until `client` may act again (0.0: now); nothing is counted."""
+        return self._look(client, count=False)
+
+    def check(self, client: str) -> float:
+        """Count one event for `client` if it is allowed: 0.0; else the seconds until it would be (nothing is
+        counted)."""
+        return self._look(client, count=True)
 
     def clear(self, client: str) -> None:
         with self._lock:
@@ -112,7 +112,7 @@ class Slots:
 
 def per_minute(name: str, default: int) -> RateLimit:
     """A limit of `name` (an environment setting, events per minute per client; 0: off)."""
-    return RateLimit(int(os.environ.get(name) or default), 60.0)
+    return RateLimit(int(setting(name, str(default))), 60.0)
 
 
 # The page's limits, one per process: how many predictions and uploads one client may make a minute.

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import base64
 import hmac
-import os
 import secrets
 import threading
 import time
-from pathlib import Path
-
-from dotenv import load_dotenv
 
 from access.limits import Throttle
+from storage.config import setting
 
 MIN_LENGTH = 12
 USER = "operator"  # the HTTP Basic user name: curl -u operator:$OPERATOR_PASSWORD
 EXPORT_LINK_SECONDS = 300
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 class OperatorConfigError(ValueError):
@@ -33,8 +29,7 @@ class OperatorConfigError(ValueError):
 
 def password() -> str | None:
     """The operator password, or None when none is set; raises OperatorConfigError when it is too short."""
-    load_dotenv(PROJECT_DIR / ".env", override=False)
-    value = os.environ.get("OPERATOR_PASSWORD") or None
+    value = setting("OPERATOR_PASSWORD", "") or None
     if value is not None and len(value) < MIN_LENGTH:
         raise OperatorConfigError(
             f"OPERATOR_PASSWORD is {len(value)} characters long; use at least {MIN_LENGTH} "
@@ -60,12 +55,8 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return (user, given) if sep else None
 
 
-def setting(name: str, default: float) -> float:
-    return float(os.environ.get(name) or default)
-
-
 # Wrong passwords, per client, shared by the page's sign-in and the export's HTTP Basic (one process).
-throttle = Throttle(int(setting("OPERATOR_MAX_ATTEMPTS", 5)), setting("OPERATOR_LOCKOUT_SECONDS", 300))
+throttle = Throttle(int(setting("OPERATOR_MAX_ATTEMPTS", "5")), float(setting("OPERATOR_LOCKOUT_SECONDS", "300")))
 
 
 class ExportLinks:

@@ -1,4 +1,4 @@
-"""Where the database is, read from the environment in one place.
+"""Where the database is, and every other setting, read from the environment (and `.env`) in one place.
 
     python -c "from storage.config import configured_dsn; print(configured_dsn())"
 
@@ -9,6 +9,7 @@ environment and from `.env` (python-dotenv; the environment wins).
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -20,14 +21,21 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = PROJECT_DIR / "data"
 
 
+@functools.cache
+def load_env() -> None:
+    """`.env` into the environment, once per process (the environment wins over it)."""
+    load_dotenv(PROJECT_DIR / ".env", override=False)
+
+
 def setting(name: str, default: str) -> str:
-    """An environment setting; unset or empty means the default."""
+    """An environment (or `.env`) setting; unset or empty means the default."""
+    load_env()
     return os.environ.get(name) or default
 
 
 def configured_dsn() -> str | None:
     """The DSN the environment (or `.env`) names, or None when nothing is configured."""
-    load_dotenv(PROJECT_DIR / ".env", override=False)
+    load_env()
     if url := os.environ.get("DATABASE_URL"):
         return url
     if host := os.environ.get("POSTGRES_HOST"):

@@ -14,7 +14,7 @@ ENTRY_POINTS = {"app", "db", "server", "train", "utils"}
 ALLOWED = {
     "inference": {"inference"},
     "storage": {"storage", "inference"},
-    "access": {"access"},
+    "access": {"access", "storage"},  # settings come through storage.config, where they enter
     "views": {"views", "access", "storage", "inference"},
     "training": {"training", "inference", "storage", "db"},  # retraining reads the feedback through db.Database
 }

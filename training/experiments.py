@@ -25,9 +25,8 @@ from training.loop import selection_key
 from training.options import DefaultsHelpFormatter, build_parser, to_recipe
 from training.plots import plot_experiments
 from training.recipe import RUNS_DIR
-from training.record import track
 from training.registry import mlflow_installed, tracking_uri
-from training.scratch import train_from_scratch
+from training import scratch
 
 MODEL_CARD = PROJECT_DIR / "models" / "README.md"
 COMPARISON_PLOT = PROJECT_DIR / "models" / "experiments.png"
@@ -89,9 +88,7 @@ def run_all(dry_run: bool, extra: list[str], only: list[str] | None = None, batc
 
 def run_configuration(argv: list[str]) -> int:
     """One configuration, written as train.py's flags, trained from scratch as a tracked run."""
-    recipe = to_recipe(build_parser().parse_args(argv))
-    mode = "dry-run" if recipe.dry_run else "train"
-    return track(recipe, mode, lambda device, run: train_from_scratch(recipe, device, run))
+    return scratch.run(to_recipe(build_parser().parse_args(argv)))
 
 
 def batch_runs(client: Any, batch: str | None) -> tuple[str, list[Any]]:

@@ -21,8 +21,14 @@ from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validatio
 from training.loop import fit
 from training.mixes import with_negatives, with_others
 from training.recipe import DRY_RUN_OUT, EMA_DECAY, LABEL_SMOOTHING, RUNS_DIR, Recipe
-from training.record import data_hash, record_run
+from training.record import data_hash, record_run, track
 from training.registry import Run
+
+
+def run(recipe: Recipe) -> int:
+    """`train_from_scratch` as a tracked run (train.py's default action, and each of `make experiments`)."""
+    mode = "dry-run" if recipe.dry_run else "train"
+    return track(recipe, mode, lambda device, run: train_from_scratch(recipe, device, run))
 
 
 def train_from_scratch(recipe: Recipe, device: torch.device, run: Run) -> int:
