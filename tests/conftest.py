@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
 
 import db
 import utils
 from tools import browser, pg
 from training import dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 60  # seconds an AppTest run may take (the first loads the model)
+OPERATOR_PASSWORD = "correct horse battery staple"  # the page tests' operator (AppTest and the page fixture)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -90,3 +96,32 @@ def chromium() -> Iterator[Any]:
         instance = p.chromium.launch(executable_path=path, args=browser.CHROMIUM_ARGS)
         yield instance
         instance.close()
+
+
+@pytest.fixture(scope="module")
+def app_db(admin_dsn: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A throwaway database for one module's running app, named after the module."""
+    dsn = pg.create_database(
+        admin_dsn, prefix="mnist_" + request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    )
+    yield dsn
+    pg.drop_database(admin_dsn, dsn)
+
+
+@pytest.fixture
+def page(
+    database: db.Database, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], AppTest]]:
+    """A factory for a fresh AppTest of app.py on the test database (cached resources cleared first)."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("SPOOL_PATH", str(tmp_path / "app-spool.jsonl"))
+    monkeypatch.setenv("OPERATOR_PASSWORD", OPERATOR_PASSWORD)
+    monkeypatch.delenv("MODEL_PATH", raising=False)
+
+    def make() -> AppTest:
+        st.cache_resource.clear()
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+        return at.run()
+
+    yield make
+    st.cache_resource.clear()

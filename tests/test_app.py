@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import psycopg2
 import pytest
-import streamlit as st
 import torch
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
@@ -22,8 +22,6 @@ from tools import pg
 import utils
 
 ROOT = Path(__file__).resolve().parent.parent
-OPERATOR_PASSWORD = "correct horse battery staple"
-TIMEOUT = 60
 
 
 def rows(dsn: str) -> list[tuple]:
@@ -34,28 +32,9 @@ def rows(dsn: str) -> list[tuple]:
     return found
 
 
-@pytest.fixture
-def page(
-    database: db.Database, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[], AppTest]]:
-    """A factory for a fresh AppTest of app.py on the test database (cached resources cleared first)."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("SPOOL_PATH", str(tmp_path / "app-spool.jsonl"))
-    monkeypatch.setenv("OPERATOR_PASSWORD", OPERATOR_PASSWORD)
-    monkeypatch.delenv("MODEL_PATH", raising=False)
-
-    def make() -> AppTest:
-        st.cache_resource.clear()
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-        return at.run()
-
-    yield make
-    st.cache_resource.clear()
-
-
 def sign_in(at: AppTest, password: str = "") -> AppTest:
     """Sign in as the operator on History (the password field and the Sign in button)."""
-    at.text_input(key="operator-password").input(password or OPERATOR_PASSWORD)
+    at.text_input(key="operator-password").input(password or os.environ["OPERATOR_PASSWORD"])
     return next(b for b in at.button if b.label == "Sign in").click().run()
 
 

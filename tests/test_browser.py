@@ -32,13 +32,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
-def app_db(admin_dsn: str) -> Iterator[str]:
-    dsn = pg.create_database(admin_dsn, prefix="mnist_browser")
-    yield dsn
-    pg.drop_database(admin_dsn, dsn)
-
-
-@pytest.fixture(scope="module")
 def app_url(app_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     spool = tmp_path_factory.mktemp("spool") / "spool.jsonl"
     with browser.running_app({"DATABASE_URL": app_db, "SPOOL_PATH": str(spool), "MODEL_PATH": ""}) as url:

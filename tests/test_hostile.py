@@ -24,7 +24,6 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
-import db
 import utils
 from inference import images
 from tests.architecture import ROOT
@@ -161,20 +160,6 @@ def test_the_page_shows_a_small_preview_never_the_original() -> None:
     assert max(utils.preview(big).size) <= images.PREVIEW_SIDE
 
 
-@pytest.fixture
-def page(
-    database: db.Database, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[], AppTest]]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.setenv("SPOOL_PATH", str(tmp_path / "spool.jsonl"))
-
-    def make() -> AppTest:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
-        return at.button_group(key="page").set_value("Upload").run()
-
-    yield make
-
-
 @pytest.mark.parametrize(
     "name, data, words",
     [
@@ -188,7 +173,7 @@ def test_odd_uploads_on_the_page_get_a_sentence_not_an_error_box(
 ) -> None:
     if data is None:  # a 16-bit greyscale photo of a "1": read, shown and answered
         data = png(Image.fromarray(np.asarray(photo_of_a_one().convert("L")).astype(np.uint16) * 257))
-    at = page()
+    at = page().button_group(key="page").set_value("Upload").run()
     at.file_uploader(key="upload").upload(name, data, "image/png").run()
     assert not at.exception
     if words is None:

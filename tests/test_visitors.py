@@ -22,13 +22,6 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
-def app_db(admin_dsn: str) -> Iterator[str]:
-    dsn = pg.create_database(admin_dsn, prefix="mnist_visitors")
-    yield dsn
-    pg.drop_database(admin_dsn, dsn)
-
-
-@pytest.fixture(scope="module")
 def app_url(app_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {
         "DATABASE_URL": app_db,
