@@ -7,12 +7,14 @@ Every negative is drawn on a 280x280 canvas the way the app's canvas sends it (w
 wide) and goes through the app's own preprocessing (`preprocess_image`), so the model learns on exactly what it
 will be shown. Two disjoint sources:
 
-- `train`: letters drawn as pen strokes (training/templates.py), letters rendered from the DejaVu fonts that matplotlib
-  ships, shapes, arrows and symbols, smooth scribbles, filled blobs, digits crossed out, and two or three digits
-  side by side (from the training split only).
-- `heldout`: what training never sees, for the figures in the model card: letters from other fonts (STIX, Computer
-  Modern), other shapes (a sun, a cloud, an envelope, ...), jagged scribbles and hatching, and digits from the test
-  split side by side or hatched over.
+- `train`: letters drawn as pen strokes (training/templates.py) and typed in the DejaVu fonts, punctuation and
+  symbols by hand and typed, shapes, arrows and outlines, everyday pictures made afresh from parts
+  (training/doodles.py), smooth scribbles, filled blobs, digits crossed out, and two or three digits side by side
+  (from the training split only). Each family belongs to a group (`GROUPS`) that leave-family-out holds out whole.
+- `heldout`: other drawings for the model card's held-out figures: letters from other fonts (STIX, Computer
+  Modern), shapes from fixed templates of their own (a sun, a cloud, an envelope, ...), jagged scribbles and
+  hatching, and digits from the test split side by side or hatched over. Pictures of the same things are in
+  training, so the honest figure on kinds never trained on is training.leave_out's.
 
 Letters that people draw like digits are left out of both (O, Q, D, I, l, J, S, Z, B, G, b, g, q and friends): a
 "not a digit" label on them would teach the model to doubt honest 0s, 1s, 2s, 5s, 6s, 8s and 9s.
@@ -21,54 +23,43 @@ Letters that people draw like digits are left out of both (O, Q, D, I, l, J, S, 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw
 
 from inference.preprocess import IMAGE_SIZE, EmptyDrawingError, preprocess_image
 from training.dataset import load_mnist
 from training.drawn import CANVAS, Stroke, as_canvas, canvas_drawing, pen_drawing
-from training.templates import FONT_LETTERS, HELDOUT_SHAPES, LETTER_STROKES, LETTERS_ONLY, TRAIN_SHAPES
-
-DEJAVU = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSansMono")
-OTHER_FONTS = ("STIXGeneral", "STIXGeneralBol", "STIXGeneralItalic", "cmr10", "cmss10", "cmtt10", "cmb10")
-
+from training.doodles import PICTURES
+from training.styles import DEJAVU, OTHER_FONTS, fonts, typed
+from training.templates import (
+    FONT_LETTERS,
+    FONT_SYMBOLS,
+    HAND_SYMBOLS,
+    HELDOUT_SHAPES,
+    LETTER_STROKES,
+    LETTERS_ONLY,
+    TRAIN_SHAPES,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Families: each draws one (280, 280, 4) canvas from a seeded generator
 
 
-def _fonts(names: tuple[str, ...]) -> list[Path]:
-    import matplotlib  # a dev dependency: its wheel ships the DejaVu, STIX and Computer Modern fonts
-
-    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-    return [folder / f"{name}.ttf" for name in names if (folder / f"{name}.ttf").is_file()]
-
-
-def font_letter(fonts: list[Path], rng: np.random.Generator) -> np.ndarray:
-    """A letter or symbol typed in one of `fonts`, at a random size, place and tilt, thickened like a pen."""
-    path = fonts[int(rng.integers(len(fonts)))]
-    chars = LETTERS_ONLY if path.name.startswith("cm") else FONT_LETTERS
-    char = chars[int(rng.integers(len(chars)))]
-    font = ImageFont.truetype(str(path), size=int(rng.integers(90, 230)))
-    glyph = Image.new("L", (CANVAS * 2, CANVAS * 2), 0)
-    ImageDraw.Draw(glyph).text((CANVAS // 2, CANVAS // 2), char, fill=255, font=font)
-    glyph = glyph.rotate(float(rng.uniform(-12, 12)), resample=Image.Resampling.BILINEAR)
-    box = glyph.getbbox()
-    if box is None:
-        return font_letter(fonts, rng)
-    ink = glyph.crop(box)
-    if ink.width > CANVAS - 8 or ink.height > CANVAS - 8:
-        ink.thumbnail((CANVAS - 8, CANVAS - 8))
-    if rng.random() < 0.5:  # canvas pens are thicker than most type
-        ink = ink.filter(ImageFilter.MaxFilter(int(rng.choice([3, 5, 7]))))
-    canvas = Image.new("L", (CANVAS, CANVAS), 0)
-    canvas.paste(ink, (int(rng.integers(0, CANVAS - ink.width + 1)), int(rng.integers(0, CANVAS - ink.height + 1))))
-    return as_canvas(canvas.point(lambda v: 255 if v > 100 else 0))
+def font_letter(paths: list[Path], rng: np.random.Generator, chars: str = FONT_LETTERS) -> np.ndarray:
+    """A character of `chars` typed in one of the fonts at `paths` (styles.typed)."""
+    while True:
+        path = paths[int(rng.integers(len(paths)))]
+        pool = LETTERS_ONLY if path.name.startswith("cm") else chars  # Computer Modern's ASCII symbols are others
+        drawing = typed(pool[int(rng.integers(len(pool)))], path, rng)
+        if drawing is not None:
+            return drawing
 
 
 def stroke_letter(rng: np.random.Generator) -> np.ndarray:
@@ -83,12 +74,35 @@ def shape(shapes: dict[str, tuple[list[Stroke], tuple[float, float]]], rng: np.r
     return pen_drawing(strokes, rng, aspect=aspect, height=(70, 240), wobble=0.025, max_slant_deg=15)
 
 
+def hand_symbol(rng: np.random.Generator) -> np.ndarray:
+    names = sorted(HAND_SYMBOLS)
+    strokes, aspect = HAND_SYMBOLS[names[int(rng.integers(len(names)))]]
+    return pen_drawing(strokes, rng, aspect=aspect, height=(80, 240), wobble=0.03, max_slant_deg=15)
+
+
+def picture(rng: np.random.Generator) -> np.ndarray:
+    """An everyday doodle (training/doodles.py), new parts every time."""
+    names = sorted(PICTURES)
+    strokes, aspect = PICTURES[names[int(rng.integers(len(names)))]](rng)
+    return pen_drawing(strokes, rng, aspect=aspect, height=(90, 250), wobble=0.02, max_slant_deg=15)
+
+
+def spread_angles(count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` sorted random angles with no gap over 150 degrees: corners bunched on one side make a sliver, and a
+    sliver is a fair 1."""
+    while True:
+        angles = np.sort(rng.uniform(0, 2 * np.pi, count))
+        gaps = np.diff(np.concatenate([angles, angles[:1] + 2 * np.pi]))
+        if gaps.max() <= np.radians(150):
+            return angles
+
+
 def outline(rng: np.random.Generator) -> np.ndarray:
     """A closed outline that is no digit: a random polygon of 3-5 corners (more would round it into a 0), or a round
     shape with 3-7 deep bumps (each dips a quarter of the radius or more, so it never passes for a sloppy 0)."""
     if rng.random() < 0.5:
         corners = int(rng.integers(3, 6))
-        angles = np.sort(rng.uniform(0, 2 * np.pi, corners))
+        angles = spread_angles(corners, rng)
         radii = rng.uniform(0.35, 1.0, corners)
     else:
         lobes, depth, phase = int(rng.integers(3, 8)), rng.uniform(0.25, 0.45), rng.uniform(0, 2 * np.pi)
@@ -129,7 +143,7 @@ def blob(rng: np.random.Generator) -> np.ndarray:
     """A filled shape: someone colouring in."""
     canvas = Image.new("L", (CANVAS, CANVAS), 0)
     cx, cy, r = rng.uniform(90, 190), rng.uniform(90, 190), rng.uniform(35, 85)
-    angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(5, 10))))
+    angles = spread_angles(int(rng.integers(5, 10)), rng)
     radii = r * rng.uniform(0.6, 1.2, len(angles))
     ImageDraw.Draw(canvas).polygon([(cx + a * np.cos(t), cy + a * np.sin(t)) for a, t in zip(radii, angles)], fill=255)
     return as_canvas(canvas)
@@ -190,47 +204,96 @@ def crossed_out(digits: torch.Tensor, rng: np.random.Generator, heldout: bool = 
     return as_canvas(image)
 
 
-Family = Callable[[np.random.Generator], np.ndarray]
+Drawer = Callable[[np.random.Generator], np.ndarray]
 
 
-def families(source: str, digits: torch.Tensor) -> dict[str, tuple[float, Family]]:
-    """name -> (share of the set, drawer) for `source` "train" or "heldout"; `digits` (N, 1, 28, 28) come from the
-    matching MNIST split (training digits for training, test digits for the held-out set)."""
+@dataclass(frozen=True)
+class Family:
+    """One kind of non-digit: its share of the set, its group (what leave-family-out holds out together) and how
+    to draw one."""
+
+    share: float
+    group: str
+    draw: Drawer
+
+
+# What leave-family-out holds out, one group at a time (training.leave_out): families that share a look go together,
+# so a fold's figure is on drawings unlike anything it was trained on.
+GROUPS = ("letters", "symbols", "shapes", "pictures", "scribbles", "several digits")
+
+
+def families(source: str, digits: torch.Tensor) -> dict[str, Family]:
+    """name -> Family for `source` "train" or "heldout"; `digits` (N, 1, 28, 28) come from the matching MNIST split
+    (training digits for training, test digits for the held-out set)."""
     if source == "train":
-        fonts = _fonts(DEJAVU)
+        paths = fonts(DEJAVU)
         return {
-            "letter (strokes)": (0.24, stroke_letter),
-            "letter (DejaVu)": (0.16, lambda rng: font_letter(fonts, rng)),
-            "shape": (0.22, lambda rng: shape(TRAIN_SHAPES, rng)),
-            "outline": (0.06, outline),
-            "scribble": (0.10, scribble),
-            "blob": (0.04, blob),
-            "crossed-out digit": (0.08, lambda rng: crossed_out(digits, rng)),
-            "digits side by side": (0.10, lambda rng: digits_side_by_side(digits, rng)),
+            "letter (strokes)": Family(0.12, "letters", stroke_letter),
+            "letter (DejaVu)": Family(0.08, "letters", lambda rng: font_letter(paths, rng)),
+            "symbol (strokes)": Family(0.09, "symbols", hand_symbol),
+            "symbol (DejaVu)": Family(0.05, "symbols", lambda rng: font_letter(paths, rng, FONT_SYMBOLS)),
+            "shape": Family(0.12, "shapes", lambda rng: shape(TRAIN_SHAPES, rng)),
+            "outline": Family(0.04, "shapes", outline),
+            "picture": Family(0.26, "pictures", picture),
+            "scribble": Family(0.07, "scribbles", scribble),
+            "blob": Family(0.03, "scribbles", blob),
+            "crossed-out digit": Family(0.06, "several digits", lambda rng: crossed_out(digits, rng)),
+            "digits side by side": Family(0.08, "several digits", lambda rng: digits_side_by_side(digits, rng)),
         }
     if source == "heldout":
-        fonts = _fonts(OTHER_FONTS)
+        paths = fonts(OTHER_FONTS)
         return {
-            "letter (STIX, Computer Modern)": (0.35, lambda rng: font_letter(fonts, rng)),
-            "shape (held out)": (0.30, lambda rng: shape(HELDOUT_SHAPES, rng)),
-            "scribble (jagged, hatching)": (0.15, lambda rng: scribble(rng, heldout=True)),
-            "hatched digit": (0.10, lambda rng: crossed_out(digits, rng, heldout=True)),
-            "test digits side by side": (0.10, lambda rng: digits_side_by_side(digits, rng)),
+            "letter (STIX, Computer Modern)": Family(0.35, "letters", lambda rng: font_letter(paths, rng)),
+            "shape (held out)": Family(0.30, "shapes", lambda rng: shape(HELDOUT_SHAPES, rng)),
+            "scribble (jagged, hatching)": Family(0.15, "scribbles", lambda rng: scribble(rng, heldout=True)),
+            "hatched digit": Family(0.10, "several digits", lambda rng: crossed_out(digits, rng, heldout=True)),
+            "test digits side by side": Family(0.10, "several digits", lambda rng: digits_side_by_side(digits, rng)),
         }
     raise ValueError(f"source must be 'train' or 'heldout', got {source!r}")
 
 
-def make_negatives(count: int, source: str, digits: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """`count` non-digits as the model sees them: (count, 1, 28, 28) float32 in [0, 1], and each one's family."""
+def make_negatives(
+    count: int, source: str, digits: torch.Tensor, seed: int, groups: tuple[str, ...] = GROUPS
+) -> tuple[torch.Tensor, list[str]]:
+    """`count` non-digits from the families of `groups`, as the model sees them: (count, 1, 28, 28) float32 in
+    [0, 1], and each one's family. Large sets are drawn in `WORKERS` forked processes (drawing is pure numpy and
+    PIL, a third of a training run's time), each chunk with a seed of its own, so a set is the same on every run."""
+    if count < PARALLEL_FROM:
+        images, kinds = draw_negatives(count, source, digits, seed, groups)
+        return torch.from_numpy(images), kinds
+    global _DIGITS
+    _DIGITS = digits  # the forked workers read it from here: a tensor in the arguments would be pickled
+    sizes = [count // WORKERS + (k < count % WORKERS) for k in range(WORKERS)]
+    jobs = [(size, source, seed * 7_919 + k, groups) for k, size in enumerate(sizes)]
+    with multiprocessing.get_context("fork").Pool(WORKERS) as pool:
+        parts = pool.map(_draw_job, jobs)
+    _DIGITS = None
+    return torch.from_numpy(np.concatenate([p[0] for p in parts])), [kind for p in parts for kind in p[1]]
+
+
+WORKERS = 2
+PARALLEL_FROM = 1_000
+_DIGITS: torch.Tensor | None = None
+
+
+def _draw_job(job: tuple[int, str, int, tuple[str, ...]]) -> tuple[np.ndarray, list[str]]:
+    count, source, seed, groups = job
+    assert _DIGITS is not None
+    return draw_negatives(count, source, _DIGITS, seed, groups)
+
+
+def draw_negatives(
+    count: int, source: str, digits: torch.Tensor, seed: int, groups: tuple[str, ...]
+) -> tuple[np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
-    table = families(source, digits)
+    table = {name: family for name, family in families(source, digits).items() if family.group in groups}
     names = list(table)
-    shares = np.array([table[n][0] for n in names])
+    shares = np.array([table[n].share for n in names])
     picks = rng.choice(len(names), size=count, p=shares / shares.sum())
     images = np.zeros((count, 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     kinds = []
     for i, k in enumerate(picks):
-        drawer = table[names[k]][1]
+        drawer = table[names[k]].draw
         while True:
             try:
                 images[i, 0] = preprocess_image(drawer(rng))
@@ -238,16 +301,22 @@ def make_negatives(count: int, source: str, digits: torch.Tensor, seed: int) -> 
             except EmptyDrawingError:  # too small to read: the app would not classify it either
                 continue
         kinds.append(names[k])
-    return torch.from_numpy(images), kinds
+    return images, kinds
+
+
+def group_of(kinds: list[str], source: str = "train") -> list[str]:
+    """Each family name's group."""
+    table = families(source, torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE))
+    return [table[kind].group for kind in kinds]
 
 
 def preview(out: Path, digits: torch.Tensor, per_family: int = 12) -> None:
     """A grid: one row per family (train, then held out), as 28x28 model inputs."""
     rows = []
     for source in ("train", "heldout"):
-        for name, (_, drawer) in families(source, digits).items():
-            rng = np.random.default_rng(abs(hash(name)) % 2**32)
-            row = [preprocess_image(drawer(rng)) for _ in range(per_family)]
+        for name, family in families(source, digits).items():
+            rng = np.random.default_rng(sum(map(ord, name)))
+            row = [preprocess_image(family.draw(rng)) for _ in range(per_family)]
             rows.append(np.concatenate(row, axis=1))
     grid = (np.concatenate(rows, axis=0) * 255).astype(np.uint8)
     Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.Resampling.NEAREST).save(out)
