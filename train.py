@@ -27,7 +27,7 @@ from training.retrain import retrain
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    recipe = to_recipe(args)
+    recipe = to_recipe(args, argv)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     if args.evaluate:

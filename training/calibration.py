@@ -128,13 +128,18 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return float(total)
 
 
-def calibrate(model: MNISTClassifier, val_digits: Split, val_negatives: torch.Tensor, seed: int) -> Choice:
-    """Fit the temperature, then choose the not-a-digit threshold, on validation only: digits plain, re-drawn on the
-    canvas and pen-drawn, and non-digits. Both are stored in the model (its config travels in the checkpoint)."""
+def validation_inputs(val_digits: Split, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits a threshold must keep: validation digits plain, re-drawn on the canvas and pen-drawn, with labels."""
     drawn, picks = drawn_inputs(val_digits.images, len(val_digits), seed)
     pen, pen_labels = pen_digits(min(PEN_VALIDATION, len(val_digits)), seed)
     images = torch.cat([val_digits.images, drawn, pen])
-    labels = torch.cat([val_digits.labels, val_digits.labels[torch.from_numpy(picks)], pen_labels])
+    return images, torch.cat([val_digits.labels, val_digits.labels[torch.from_numpy(picks)], pen_labels])
+
+
+def calibrate(model: MNISTClassifier, val_digits: Split, val_negatives: torch.Tensor, seed: int) -> Choice:
+    """Fit the temperature, then choose the not-a-digit threshold, on validation only: digits plain, re-drawn on the
+    canvas and pen-drawn, and non-digits. Both are stored in the model (its config travels in the checkpoint)."""
+    images, labels = validation_inputs(val_digits, seed)
     model.set_calibration(temperature=1.0)
     temperature = fit_temperature(logits_of(model, images)[:, : len(CLASSES)], labels)
     model.set_calibration(temperature=temperature)

@@ -221,10 +221,12 @@ def fit(
     schedule: tuple[int, float],
     extra: Split | None = None,
     keep_last: bool = False,
+    step_offset: int = 0,
 ) -> Fit:
     """The epoch loop over `data` = (train, validation) for `schedule` = (epochs, peak learning rate): validation
     after each epoch (logged to the run), early stopping; the epoch with the best `validation_score` is kept (with
-    `keep_last`, fine-tuning, the last one: MNIST's validation set cannot tell how well the feedback was learnt)."""
+    `keep_last`, fine-tuning, the last one: MNIST's validation set cannot tell how well the feedback was learnt).
+    `step_offset`: the epochs of an earlier stage of the same run, so its logged steps follow on."""
     (train_split, val_split), (epochs, lr) = data, schedule
     steps_per_epoch = recipe.max_batches or math.ceil(len(train_split) / recipe.batch_size)
     model = model.to(memory_format=torch.channels_last)  # in place, before the optimizer and the EMA copy see it
@@ -240,7 +242,7 @@ def fit(
         val = evaluate(scored, val_split, recipe.max_batches, device)
         row = epoch_row(epoch, trained, val, float(opt.scheduler.get_last_lr()[0]), time.perf_counter() - t0)
         history.append(row)
-        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=step_offset + epoch)
         ranked = selection_key(row["val_score"], row["val_loss"])
         improved = best is None or keep_last or ranked > selection_key(best["val_score"], best["val_loss"])
         if improved:

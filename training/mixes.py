@@ -15,8 +15,9 @@ from inference.labels import NOT_DIGIT
 from inference.preprocess import IMAGE_SIZE, preprocess_image
 from training.dataset import Split
 from training.drawn import canvas_drawing, pen_digits
-from training.negatives import make_negatives
+from training.negatives import GROUPS, make_negatives
 from training.recipe import Recipe
+from training.styles import STYLE_GROUPS, style_digits
 
 
 def canvas_digits(train_split: Split, count: int, seed: int) -> Split:
@@ -36,22 +37,27 @@ def canvas_digits(train_split: Split, count: int, seed: int) -> Split:
 
 
 def with_negatives(train_split: Split, val_split: Split, recipe: Recipe) -> tuple[Split, Split]:
-    """The training split plus `recipe.negatives` drawn non-digits labelled NOT_DIGIT and `recipe.canvas_digits`
-    digits as the canvas draws them (shuffled in by `train`), and the validation non-digits (a tenth as many,
-    another seed, digits from the validation split) for the threshold."""
+    """The training split plus `recipe.negatives` drawn non-digits labelled NOT_DIGIT, `recipe.canvas_digits` digits
+    as the canvas draws them and `recipe.style_digits` in the common styles and typed (all shuffled in by `train`),
+    and the validation non-digits (a tenth as many, another seed, digits from the validation split) for the
+    threshold. Groups in `recipe.leave_out` (non-digit families, digit styles) are left out of both."""
     count, digits = recipe.negatives_count, recipe.canvas_digits_count
+    groups = tuple(g for g in GROUPS if g not in recipe.leave_out)
+    styles = tuple(g for g in STYLE_GROUPS if g not in recipe.leave_out)
     t0 = time.perf_counter()
-    train_neg, _ = make_negatives(count, "train", train_split.images, recipe.seed)
-    val_neg, _ = make_negatives(max(count // 10, 1), "train", val_split.images, recipe.seed + 1)
+    train_neg, _ = make_negatives(count, "train", train_split.images, recipe.seed, groups)
+    val_neg, _ = make_negatives(max(count // 10, 1), "train", val_split.images, recipe.seed + 1, groups)
     drawn_digits = canvas_digits(train_split, digits, recipe.seed)
+    styled, styled_labels, _ = style_digits(recipe.style_digits_count if styles else 0, recipe.seed, styles)
     print(
-        f"drew {count} + {len(val_neg)} non-digits for the '{NOT_DIGIT}' class and {digits} canvas-drawn digits in "
-        f"{time.perf_counter() - t0:.0f}s"
+        f"drew {count} + {len(val_neg)} non-digits for the '{NOT_DIGIT}' class, {digits} canvas-drawn digits and "
+        f"{len(styled)} in common styles in {time.perf_counter() - t0:.0f}s"
+        + (f"; left out: {', '.join(recipe.leave_out)}" if recipe.leave_out else "")
     )
     labels = torch.full((count,), NOT_DIGIT, dtype=torch.long)
     merged = Split(
-        torch.cat([train_split.images, drawn_digits.images, train_neg]),
-        torch.cat([train_split.labels, drawn_digits.labels, labels]),
+        torch.cat([train_split.images, drawn_digits.images, styled, train_neg]),
+        torch.cat([train_split.labels, drawn_digits.labels, styled_labels, labels]),
     )
     return merged, Split(val_neg, torch.full((len(val_neg),), NOT_DIGIT, dtype=torch.long))
 

@@ -9,6 +9,8 @@ a developer would type it.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import dataclasses
 from pathlib import Path
 
@@ -38,9 +40,21 @@ def channels(text: str) -> list[int]:
 
 def add_architecture(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("recipe (training from scratch)")
-    group.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="maximum epochs (one-cycle spans them)")
+    group.add_argument(
+        "--digit-epochs",
+        type=int,
+        default=DEFAULTS.digit_epochs,
+        help="with --negatives: stage 1, the ten digits from MNIST, this many epochs; 0: one stage",
+    )
+    group.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULTS.epochs,
+        help="maximum epochs of the (last) stage (one-cycle spans them): stage 2, 'not a digit', when staged",
+    )
     group.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="training batch size")
     group.add_argument("--lr", type=float, default=DEFAULTS.lr, help="peak learning rate (AdamW, one-cycle)")
+    group.add_argument("--not-digit-lr", type=float, default=DEFAULTS.not_digit_lr, help="peak lr of stage 2")
     group.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help="AdamW weight decay")
     group.add_argument("--patience", type=int, default=DEFAULTS.patience, help="stop after this many epochs no better")
     group.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seed: split, init, shuffling, augmentation")
@@ -72,6 +86,19 @@ def add_not_digit(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULTS.canvas_digits,
         help="with --negatives: digits drawn as on the canvas (half MNIST re-drawn, half pen-drawn; training/drawn.py)",
+    )
+    group.add_argument(
+        "--style-digits",
+        type=int,
+        default=DEFAULTS.style_digits,
+        help="with --negatives: digits in common styles and typed in fonts (training/styles.py)",
+    )
+    group.add_argument(
+        "--leave-out",
+        nargs="*",
+        default=[],
+        metavar="GROUP",
+        help="non-digit and digit-style groups to keep out of training (leave-family-out; training/leave_out.py)",
     )
     group.add_argument(
         "--init-from",
@@ -142,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def to_recipe(args: argparse.Namespace) -> Recipe:
+def to_recipe(args: argparse.Namespace, argv: list[str] | None = None) -> Recipe:
     """The parsed flags as a Recipe (the flags that choose an action, like --promote, stay on `args`)."""
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Recipe) if hasattr(args, f.name)}
-    return Recipe(**values, track=not args.no_track)
+    command = shlex.join(["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
+    return Recipe(**values, track=not args.no_track, command=command)

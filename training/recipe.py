@@ -36,18 +36,25 @@ DRY_RUN_CHECK = 200  # validation digits, held-out non-digits and drawn digits f
 class Recipe:
     """Everything a training run depends on. Fields left None are decided by the run (see each comment)."""
 
-    # training from scratch
-    epochs: int = 12
+    # training from scratch: with negatives, two stages in one run. Stage 1 learns the ten digits from MNIST
+    # (`digit_epochs`, `lr`); stage 2 starts from it with an 11th output and learns "not a digit" beside drawn
+    # digits (`epochs`, `not_digit_lr`). Without negatives (or with init_from) there is one stage of `epochs`.
+    digit_epochs: int = 8
+    epochs: int = 4
     batch_size: int = 128
     lr: float = 3e-3
+    not_digit_lr: float = 1e-3
     weight_decay: float = 1e-4
     patience: int = 5
     seed: int = 1
     channels: list[int] = field(default_factory=lambda: [32, 48, 96])
     hidden: int = 128
     dropout: float = 0.3
-    negatives: int = 10_000  # drawn non-digits for the 11th class; 0: a ten-class model
+    negatives: int = 24_000  # drawn non-digits for the 11th class; 0: a ten-class model
     canvas_digits: int = 6_000  # digits drawn as on the canvas, beside the non-digits
+    style_digits: int = 6_000  # digits written in the common styles and typed (training.styles)
+    leave_out: list[str] = field(default_factory=list)  # groups kept out of training (training.leave_out's folds)
+    command: str = ""  # the command line that ran it (train.py fills it in)
     init_from: Path | None = None
     label_smoothing: float | None = None  # None: LABEL_SMOOTHING, or the base's when retraining
     ema: float | None = None  # None: EMA_DECAY, or the base's when retraining
@@ -84,6 +91,15 @@ class Recipe:
     @property
     def canvas_digits_count(self) -> int:
         return min(self.canvas_digits, DRY_RUN_DRAWINGS) if self.dry_run else self.canvas_digits
+
+    @property
+    def style_digits_count(self) -> int:
+        return min(self.style_digits, DRY_RUN_DRAWINGS) if self.dry_run else self.style_digits
+
+    @property
+    def staged(self) -> bool:
+        """Whether the run is two stages (digits, then not a digit)."""
+        return bool(self.negatives and self.digit_epochs and not self.init_from)
 
     def check_size(self, full: int) -> int:
         """How many of a not-a-digit check's `full` inputs this run draws."""

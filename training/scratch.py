@@ -11,12 +11,13 @@ early; the official 10,000 test images are only reported on, never used to choos
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from inference.labels import CLASSES
-from inference.network import MNISTClassifier, count_parameters, load_checkpoint
+from inference.network import MNISTClassifier, count_parameters, load_checkpoint, save_checkpoint
 from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validation
 from training.loop import fit
 from training.mixes import with_negatives, with_others
@@ -32,35 +33,65 @@ def run(recipe: Recipe) -> int:
 
 
 def train_from_scratch(recipe: Recipe, device: torch.device, run: Run) -> int:
-    """Full training (or a dry run): a new model from random weights (or `init_from` a checkpoint's), registered
-    as a new version."""
+    """Full training (or a dry run), registered as a new version. Staged (the default with negatives): stage 1
+    trains the ten digits from random weights on MNIST and is saved as `digits.pth` beside the run's checkpoint;
+    stage 2 warm-starts an 11-class model from it and learns "not a digit". Otherwise one stage, from random
+    weights or `init_from` a checkpoint's."""
     recipe = recipe.with_defaults(LABEL_SMOOTHING, EMA_DECAY)
     torch.manual_seed(recipe.seed)
     full_train, test_split, digests = load_mnist(recipe.data_dir)
     train_split, val_split = split_validation(full_train, VALIDATION_SIZE, recipe.seed)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = recipe.out or (DRY_RUN_OUT if recipe.dry_run else RUNS_DIR / f"{stamp}-{recipe.run_name}" / "model.pth")
+    extra_meta: dict[str, Any] = {"data_sha256": digests, "command": recipe.command}
+    run.set_tags({"data_sha256": data_hash(digests)})
+    digits_model = digit_stage(recipe, (train_split, val_split), device, run, out.with_name("digits.pth"))
     val_negatives: Split | None = None
     if recipe.negatives:
         train_split, val_negatives = with_negatives(train_split, val_split, recipe)
-    extra_meta: dict[str, Any] = {"data_sha256": digests}
-    model = new_model(recipe, len(CLASSES) + (1 if recipe.negatives else 0), extra_meta).to(device)
+    model = new_model(recipe, len(CLASSES) + (1 if recipe.negatives else 0), extra_meta, digits_model).to(device)
     print(
         f"train {len(train_split)}, validation {len(val_split)}, test {len(test_split)}; "
         f"{count_parameters(model):,} parameters; {torch.get_num_threads()} threads; device {device}"
     )
-    run.set_tags({"data_sha256": data_hash(digests)})
     run.log_params({**recipe.portable(), "parameters": count_parameters(model)})
     data = (train_split, with_others(val_split, val_negatives))
-    result = fit(model, data, recipe, device, run, (recipe.epochs_for(recipe.epochs), recipe.lr))
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    out = recipe.out or (DRY_RUN_OUT if recipe.dry_run else RUNS_DIR / f"{stamp}-{recipe.run_name}" / "model.pth")
+    warm = digits_model is not None or recipe.init_from is not None
+    schedule = (recipe.epochs_for(recipe.epochs), recipe.not_digit_lr if warm else recipe.lr)
+    offset = recipe.epochs_for(recipe.digit_epochs) if digits_model is not None else 0
+    result = fit(model, data, recipe, device, run, schedule, step_offset=offset)
     val = (val_split, val_negatives) if val_negatives is not None else None
     record_run(result, test_split, recipe, run, out, out.parent, extra_meta, val)
     return 0
 
 
-def new_model(recipe: Recipe, classes: int, extra_meta: dict[str, Any]) -> MNISTClassifier:
-    """The recipe's architecture with random weights, or, with `init_from`, that checkpoint's architecture and
-    weights (its version noted in `extra_meta`)."""
+def digit_stage(
+    recipe: Recipe, data: tuple[Split, Split], device: torch.device, run: Run, path: Path
+) -> MNISTClassifier | None:
+    """Stage 1 of a staged recipe: the ten digits from random weights on MNIST alone, saved to `path` (what
+    leave-family-out's folds start from: it has seen no non-digit and no drawn style). None when not staged."""
+    if not recipe.staged:
+        return None
+    model = new_model(recipe, len(CLASSES), {}).to(device)
+    print(f"stage 1, the digits: {count_parameters(model):,} parameters, {len(data[0])} MNIST images")
+    result = fit(model, data, recipe, device, run, (recipe.epochs_for(recipe.digit_epochs), recipe.lr))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"stage": "digits", "recipe": recipe.portable(), "val_accuracy": result.best["val_accuracy"]}
+    save_checkpoint(result.model, meta, path)
+    print(f"stage 1 done in {result.seconds / 60:.1f} min: validation {result.best['val_accuracy']:.2%}; {path}")
+    print("stage 2, not a digit:")
+    return result.model
+
+
+def new_model(
+    recipe: Recipe, classes: int, extra_meta: dict[str, Any], digits: MNISTClassifier | None = None
+) -> MNISTClassifier:
+    """The recipe's architecture with random weights; with `digits` (stage 1's model), its weights; with
+    `init_from`, that checkpoint's architecture and weights (its version noted in `extra_meta`)."""
+    if digits is not None:
+        model = MNISTClassifier(tuple(digits.config["channels"]), recipe.hidden, recipe.dropout, num_classes=classes)
+        warm_start(model, digits.to(memory_format=torch.contiguous_format))
+        return model
     if not recipe.init_from:
         widths = (recipe.channels[0], recipe.channels[1], recipe.channels[2])
         return MNISTClassifier(widths, recipe.hidden, recipe.dropout, num_classes=classes)
