@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg2
 import pytest
 import streamlit as st
@@ -15,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 import db
 import utils
 from tools import browser, pg
-from training import dataset
+from training import dataset, drawn
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60  # seconds an AppTest run may take (the first loads the model)
@@ -83,6 +84,30 @@ def mnist_test_split() -> "object":
 @pytest.fixture(scope="session")
 def checkpoint() -> utils.Checkpoint:
     return utils.load_checkpoint(utils.DEFAULT_MODEL_PATH)
+
+
+FlaggedCounter = Callable[..., dict[str, int]]
+
+
+@pytest.fixture(scope="session")
+def flagged_of(checkpoint: utils.Checkpoint) -> FlaggedCounter:
+    """How many of ten pen drawings of each named stroke set the shipped model flags as not a digit."""
+
+    def count(
+        strokes_by_name: dict[str, Any], seed: int, aspect: tuple[float, float], height: tuple[int, int]
+    ) -> dict[str, int]:
+        rng = np.random.default_rng(seed)
+        return {
+            name: sum(
+                not utils.classify(
+                    checkpoint.model, drawn.pen_drawing(strokes, rng, aspect=aspect, height=height)
+                ).is_digit
+                for _ in range(10)
+            )
+            for name, strokes in strokes_by_name.items()
+        }
+
+    return count
 
 
 @pytest.fixture(scope="module")
