@@ -1,6 +1,6 @@
 """The feedback loop end to end, on a handwriting style the shipped model misreads.
 
-    make retrain-drill                                  # slashed zeros and crossed twos, 160 examples each
+    make retrain-drill                                  # crossed twos and flagged ones, 160 examples each
     python -m tools.feedback_drill --styles flag-one --examples 150 [--dry-run]
 
 1. Draws `--examples` canvas drawings of each style (drawn.draw_style), classifies them with the production model
@@ -54,7 +54,7 @@ def feed(database: db.Database, checkpoint: utils.Checkpoint, style: str, count:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--styles", nargs="+", default=["slashed-zero", "crossed-two"], choices=list(drawn.STYLES))
+    parser.add_argument("--styles", nargs="+", default=["crossed-two", "flag-one"], choices=list(drawn.STYLES))
     parser.add_argument("--examples", type=int, default=160, help="labelled examples fed back per style")
     parser.add_argument("--new", type=int, default=300, help="new examples per style to judge the result on")
     parser.add_argument("--dry-run", action="store_true", help="retrain with --dry-run (a few batches)")
