@@ -244,7 +244,8 @@ class Reads(Connections):
             raise DatabaseUnavailable(f"the database is unreachable: {exc}") from exc
 
     def get_stats(self, days: int = 30) -> dict[str, Any]:
-        """Totals, accuracy on digit feedback (overall and per true digit), confusion counts, "not a digit" counts,
+        """Totals, accuracy on digit feedback (overall and per true digit) and on all feedback ("not a digit"
+        included: `feedback_accuracy`), confusion counts, "not a digit" counts,
         and daily volume and server time for the last `days` days (UTC). Read from the rollup tables, so the cost
         does not grow with the predictions table (server-time percentiles: see schema.LATENCY_BUCKET)."""
         if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= 3660:
@@ -327,6 +328,12 @@ def summarise(
         "labelled": labelled,
         "correct": correct,
         "accuracy": correct / labelled if labelled else None,
+        # Every answer with feedback: right digits and agreed "not a digit"s, over digit and "not a digit" labels.
+        "feedback_accuracy": (
+            (correct + not_digit["agreed"]) / (labelled + not_digit["said_not_digit"])
+            if labelled + not_digit["said_not_digit"]
+            else None
+        ),
         "per_digit": per_digit,
         "not_digit": not_digit,
     }

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import psycopg2
 import pytest
 import torch
@@ -20,6 +21,7 @@ import db
 from access import limits
 from tools import pg
 import utils
+from views import stats as stats_view
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,6 +168,27 @@ def test_stats_show_totals_accuracy_and_the_model_card(page: Callable[[], AppTes
     card = at.table[0].value
     assert "Test accuracy (MNIST, 10k)" in card.index
     assert card.loc["File version"].iloc[0] == utils.load_checkpoint().version
+
+
+def test_a_not_a_digit_correction_counts_as_wrong_and_history_says_so(
+    page: Callable[[], AppTest], database: db.Database
+) -> None:
+    database.set_true_label(database.log_prediction(1, 0.9, is_digit=True), 1)  # right
+    database.set_true_label(database.log_prediction(0, 0.97, is_digit=True), db.NOT_A_DIGIT)  # a smiley read as 0
+    database.set_true_label(database.log_prediction(4, 0.6, is_digit=False, not_digit_score=0.95), db.NOT_A_DIGIT)
+    at = open_page(page(), "Stats")
+    assert {m.label: m.value for m in at.metric}["Accuracy on feedback"] == "66.7%", "2 of 3 answers right"
+    assert "accuracy is 100.0%" in texts(at.caption), "digits alone, said separately"
+    assert list(at.table[0].value.columns) == ["Value"] and not at.exception
+    table = sign_in(open_page(page(), "History")).dataframe[0].value
+    assert list(table["True label"]) == ["Not a digit", "Not a digit", "1"]
+
+
+def test_the_server_time_chart_marks_a_single_day() -> None:
+    day = pd.DataFrame({"p50": [2.5], "p95": [4.0]}, index=pd.Index([pd.Timestamp("2026-12-03", tz="UTC")], name="Day"))
+    spec = stats_view.latency_chart(day).to_dict()
+    assert spec["mark"] == {"type": "line", "point": True}, "a lone day is drawn as points, not an empty axis"
+    assert len(next(iter(spec["datasets"].values()))) == 2
 
 
 def test_history_formats_confidence_as_the_answer_does(page: Callable[[], AppTest], database: db.Database) -> None:

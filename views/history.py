@@ -42,6 +42,13 @@ def not_digit_text(row: dict[str, Any]) -> str:
     return " + ".join(who for who, said in (("model", model), ("user", user)) if said)
 
 
+def true_label_text(row: dict[str, Any]) -> str:
+    """The user's answer as the feedback buttons said it: the digit, "Not a digit", or nothing yet."""
+    if row.get("labelled_not_digit"):
+        return NOT_A_DIGIT_LABEL
+    return "" if row.get("true_label") is None else str(row["true_label"])
+
+
 def export_url(digit: int | None, correct: bool | None, not_digit: bool | None, link: str | None = None) -> str:
     """The streamed CSV export (server.py) for History's filters, relative to the page; `link`: a one-use token
     that lets a signed-in operator's browser download it without typing the password again."""
@@ -73,7 +80,7 @@ def history_table(rows: list[dict[str, Any]]) -> None:
             "Predicted": [r["predicted_digit"] for r in rows],  # the best digit, even where it said "not a digit"
             "Confidence": [format_confidence(r["confidence"]) for r in rows],  # as the answer said it
             NOT_A_DIGIT_LABEL: [not_digit_text(r) for r in rows],
-            "True label": [r["true_label"] for r in rows],
+            "True label": [true_label_text(r) for r in rows],
             "Correct": [{None: "", True: "✓", False: "✗"}[r["correct"]] for r in rows],
             "ID": [r["id"] for r in rows],
         }
@@ -88,7 +95,7 @@ def history_table(rows: list[dict[str, Any]]) -> None:
             NOT_A_DIGIT_LABEL: st.column_config.TextColumn(
                 help='Who called the drawing "not a digit": the model (its answer), the user (the feedback), or both'
             ),
-            "True label": st.column_config.NumberColumn(format="%d"),
+            "True label": st.column_config.TextColumn(help='What the user said it is: a digit, or "Not a digit"'),
         },
     )
 

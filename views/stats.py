@@ -40,16 +40,26 @@ def counts_row(stats: dict[str, Any]) -> None:
     total_col, labelled_col, accuracy_col = st.columns(3)
     total_col.metric("Predictions", f"{stats['total']:,}")
     labelled_col.metric("With feedback", f"{stats['labelled'] + stats['not_digit']['said_not_digit']:,}")
-    accuracy = stats["accuracy"]
-    accuracy_col.metric("Accuracy on feedback", "–" if accuracy is None else f"{accuracy:.1%}")
+    accuracy = stats["feedback_accuracy"]
+    accuracy_col.metric(
+        "Accuracy on feedback",
+        "–" if accuracy is None else f"{accuracy:.1%}",
+        help="Answers users marked right, of all they gave feedback on: a digit answer to a drawing the user called "
+        '"not a digit" counts as wrong, and so does "not a digit" for a digit.',
+    )
     counts = stats["not_digit"]
     if counts["flagged"] or counts["said_not_digit"]:
+        digits = "–" if stats["accuracy"] is None else f"{stats['accuracy']:.1%}"
         st.caption(
-            f"**Not a digit**: the model said so {counts['flagged']:,} times; users said so "
-            f"{counts['said_not_digit']:,} times (the model agreed on {counts['agreed']:,}, missed "
-            f"{counts['missed']:,}), and gave a digit for {counts['false_alarms']:,} the model had flagged. "
-            "Digit accuracy counts only answers that are digits."
+            f"**Not a digit**: the model said so {times(counts['flagged'])}; users said so "
+            f"{times(counts['said_not_digit'])} (the model agreed {times(counts['agreed'])} and gave a digit "
+            f"{times(counts['missed'])}), and users gave a digit to {counts['false_alarms']:,} drawings the model "
+            f"had flagged. On the drawings users called digits alone, accuracy is {digits}."
         )
+
+
+def times(n: int) -> str:
+    return "once" if n == 1 else f"{n:,} times"
 
 
 def feedback_charts(stats: dict[str, Any]) -> None:
@@ -97,7 +107,22 @@ def daily_charts(days: list[dict[str, Any]]) -> None:
     latency = daily[["inference_p50_ms", "inference_p95_ms"]].rename(
         columns={"inference_p50_ms": "p50", "inference_p95_ms": "p95"}
     )
-    latency_col.line_chart(latency.astype(float), height=200)
+    latency_col.altair_chart(latency_chart(latency.astype(float)), width="stretch")
+
+
+def latency_chart(latency: pd.DataFrame) -> alt.Chart:
+    """p50 and p95 per day as lines with a point on each day: a single day still shows its two values."""
+    long = latency.reset_index().melt("Day", var_name="percentile", value_name="ms").dropna()
+    return (
+        alt.Chart(long, height=200)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("Day:T", title=None),
+            y=alt.Y("ms:Q", title="ms"),
+            color=alt.Color("percentile:N", title=None),
+            tooltip=[alt.Tooltip("Day:T"), "percentile", alt.Tooltip("ms:Q", format=".1f")],
+        )
+    )
 
 
 def registry_version(meta: dict[str, Any]) -> str:
@@ -142,4 +167,4 @@ def model_card(checkpoint: Checkpoint) -> None:
         "Registry version": registry_version(meta),
         "File version": checkpoint.version,
     }
-    st.table(pd.DataFrame({"": list(facts.values())}, index=list(facts.keys())))
+    st.table(pd.DataFrame({"Value": list(facts.values())}, index=list(facts.keys())), hide_header=True)
