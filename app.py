@@ -375,6 +375,8 @@ def main() -> None:
     ]
     current = st.navigation(pages, position="hidden")  # each page keeps its own URL (/upload, /history, ...)
     page_switcher(pages, current)
+    if current.url_path in ("history", "stats"):  # opened by its address: the same title and page bar on a phone
+        canvas_style_fix(key="page-style-fix", data={"css": CANVAS_STYLE, "pageCss": PAGE_STYLE})
     if not database_ready(database):
         st.warning(
             "The database is unreachable: predictions still work and are saved locally; "

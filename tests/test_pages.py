@@ -1,0 +1,65 @@
+"""History and Stats in real Chromium: opened by their address on a phone they keep the compact title and the page
+bar on one row, and axe-core finds no serious or critical violation on them, on a laptop and a phone.
+
+    pytest tests/test_pages.py
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import db
+from tools import browser
+
+pytestmark = pytest.mark.browser
+PHONE = {"width": 390, "height": 844}
+LAPTOP = {"width": 1280, "height": 800}
+PAGE_NAMES = ("Draw", "Upload", "History", "Stats")
+SERIOUS = ("serious", "critical")
+
+axe_api = pytest.importorskip("axe_playwright_python.sync_playwright")
+
+
+@pytest.fixture(scope="module")
+def app_url(app_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    database = db.Database(app_db)
+    database.init_db()
+    database.set_true_label(database.log_prediction(1, 0.9, [0.1] * 10, None, "v", 2.0, True, 0.01), 1)
+    database.set_true_label(database.log_prediction(0, 0.97, [0.1] * 10, None, "v", 3.0, True, 0.02), db.NOT_A_DIGIT)
+    database.log_prediction(4, 0.6, [0.1] * 10, None, "v", 2.5, False, 0.95)
+    database.close()
+    spool = tmp_path_factory.mktemp("spool") / "spool.jsonl"
+    with browser.running_app({"DATABASE_URL": app_db, "SPOOL_PATH": str(spool), "MODEL_PATH": ""}) as url:
+        yield url
+
+
+def opened_by_address(chromium: Any, url: str, viewport: dict[str, int]) -> Any:
+    phone = viewport["width"] < 640
+    page = chromium.new_context(viewport=viewport, has_touch=phone, is_mobile=phone).new_page()
+    page.goto(url)
+    page.get_by_role("radio", name="Stats").first.wait_for(timeout=30_000)  # the page bar is there
+    page.wait_for_timeout(1_500)  # charts and tables finish rendering
+    return page
+
+
+@pytest.mark.parametrize("path", ["/history", "/stats"])
+def test_a_page_opened_by_its_address_keeps_the_phone_layout(chromium: Any, app_url: str, path: str) -> None:
+    page = opened_by_address(chromium, app_url + path, PHONE)
+    title = page.locator("h1").first.bounding_box()
+    assert title is not None and title["height"] <= 60, f"a compact, one-line title: {title}"
+    tops = {round(page.get_by_role("radio", name=n).first.bounding_box()["y"]) for n in PAGE_NAMES}
+    assert len(tops) == 1, f"the page bar on one row: {tops}"
+    page.context.close()
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+@pytest.mark.parametrize("path", ["/history", "/stats"])
+def test_no_serious_accessibility_violations(chromium: Any, app_url: str, path: str, viewport: dict[str, int]) -> None:
+    page = opened_by_address(chromium, app_url + path, viewport)
+    violations = axe_api.Axe().run(page).response["violations"]
+    serious = [(v["id"], v["impact"], v["nodes"][0]["html"][:120]) for v in violations if v["impact"] in SERIOUS]
+    assert serious == [], serious
+    page.context.close()
