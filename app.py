@@ -54,7 +54,7 @@ canvas_style_fix = st.components.v2.component(
 # ten probabilities, and the feedback controls ("Yes, it's N" in one click, or pick the true digit 0-9 and Submit).
 # One Components v2 element instead of a chart and five Streamlit widgets: the browser renders one element, not six.
 # It is mounted only while there is a prediction: Streamlit's frontend re-renders every element on the page at each
-# step of a rerun, so an empty panel waiting under the canvas would slow every Predict (the README's figures).
+# step of a rerun, so an empty panel waiting under the canvas would slow every Predict (BENCHMARKS.md).
 # Data in: {digit, confidence, probabilities, image, label, is_digit, not_digit_score, not_digit}. One trigger out,
 # `label`: a digit, or the `not_digit` value for "Not a digit", which the server validates before storing it.
 result_panel = st.components.v2.component(
@@ -70,7 +70,7 @@ result_panel = st.components.v2.component(
 
 @st.cache_resource(show_spinner="Loading the model…")
 def get_checkpoint(model_path: str) -> utils.Checkpoint:
-    # One intra-op thread: steadier latency when the other core serves another session (see README benchmarks).
+    # One intra-op thread: steadier latency when the other core serves another session (see BENCHMARKS.md).
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
     return utils.load_checkpoint(model_path)
 

@@ -5,7 +5,7 @@ rollup the triggers keep, schema.py) and the labelled rows retraining reads.
 
 `Reads` is a base of `db.Database`, which supplies the bounded waits and the schema check (the pool is storage.pool's);
 every method here stays on `Database` (its public interface) and is tested through it. Each query's plan at a
-million rows is in the README's benchmark table (`make bench-history`).
+million rows is in BENCHMARKS.md (`make bench-history`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Benchmarks behind the README's figures: inference latency, database writes/reads, page response time.
+"""Benchmarks behind BENCHMARKS.md: inference latency, database writes/reads, page response time.
 
     make bench                       # all three
     python -m tools.benchmark inference db page
