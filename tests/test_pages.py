@@ -6,7 +6,9 @@ bar on one row, and axe-core finds no serious or critical violation on them, on 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ PHONE = {"width": 390, "height": 844}
 LAPTOP = {"width": 1280, "height": 800}
 PAGE_NAMES = ("Draw", "Upload", "History", "Stats")
 SERIOUS = ("serious", "critical")
+SCREENSHOTS = Path(__file__).resolve().parent.parent / ".github" / "screenshots"
 
 axe_api = pytest.importorskip("axe_playwright_python.sync_playwright")
 
@@ -63,3 +66,28 @@ def test_no_serious_accessibility_violations(chromium: Any, app_url: str, path: 
     serious = [(v["id"], v["impact"], v["nodes"][0]["html"][:120]) for v in violations if v["impact"] in SERIOUS]
     assert serious == [], serious
     page.context.close()
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_the_page_follows_a_dark_preference_and_still_reads_the_drawing(
+    chromium: Any, app_url: str, viewport: dict[str, int]
+) -> None:
+    phone = viewport["width"] < 640
+    context = chromium.new_context(viewport=viewport, has_touch=phone, is_mobile=phone, color_scheme="dark")
+    page = context.new_page()
+    page.goto(app_url)
+    browser.canvas_box(page)
+    page.wait_for_timeout(300)  # let the canvas finish mounting
+    background = page.evaluate("() => getComputedStyle(document.querySelector('.stApp')).backgroundColor")
+    channels = [int(c) for c in background[background.index("(") + 1 : background.index(")")].split(",")[:3]]
+    assert max(channels) < 80, f"a dark page, not {background}"
+    (browser.touch_strokes if phone else browser.mouse_strokes)(page, browser.DIGITS[7])
+    page.get_by_role("button", name="Predict", exact=True).first.click()
+    assert browser.metric_value(page, "Prediction") == "7", "white strokes on black, whatever the theme"
+    if os.environ.get("UPDATE_SCREENSHOTS"):  # the README's dark screenshots: the first screenful
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(SCREENSHOTS / f"dark-{'phone' if phone else 'laptop'}.png"))
+    violations = axe_api.Axe().run(page).response["violations"]
+    serious = [(v["id"], v["impact"], v["nodes"][0]["html"][:120]) for v in violations if v["impact"] in SERIOUS]
+    assert serious == [], serious
+    context.close()
