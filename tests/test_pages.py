@@ -48,6 +48,12 @@ def opened_by_address(chromium: Any, url: str, viewport: dict[str, int]) -> Any:
     return page
 
 
+def serious_violations(page: Any) -> list[tuple[str, str, str]]:
+    """axe-core's serious and critical findings on the page as it stands: (rule, impact, the first element)."""
+    violations = axe_api.Axe().run(page).response["violations"]
+    return [(v["id"], v["impact"], v["nodes"][0]["html"][:120]) for v in violations if v["impact"] in SERIOUS]
+
+
 @pytest.mark.parametrize("path", ["/history", "/stats"])
 def test_a_page_opened_by_its_address_keeps_the_phone_layout(chromium: Any, app_url: str, path: str) -> None:
     page = opened_by_address(chromium, app_url + path, PHONE)
@@ -62,9 +68,7 @@ def test_a_page_opened_by_its_address_keeps_the_phone_layout(chromium: Any, app_
 @pytest.mark.parametrize("path", ["/history", "/stats"])
 def test_no_serious_accessibility_violations(chromium: Any, app_url: str, path: str, viewport: dict[str, int]) -> None:
     page = opened_by_address(chromium, app_url + path, viewport)
-    violations = axe_api.Axe().run(page).response["violations"]
-    serious = [(v["id"], v["impact"], v["nodes"][0]["html"][:120]) for v in violations if v["impact"] in SERIOUS]
-    assert serious == [], serious
+    assert serious_violations(page) == []
     page.context.close()
 
 
@@ -87,7 +91,5 @@ def test_the_page_follows_a_dark_preference_and_still_reads_the_drawing(
     if os.environ.get("UPDATE_SCREENSHOTS"):  # the README's dark screenshots: the first screenful
         page.wait_for_timeout(500)
         page.screenshot(path=str(SCREENSHOTS / f"dark-{'phone' if phone else 'laptop'}.png"))
-    violations = axe_api.Axe().run(page).response["violations"]
-    serious = [(v["id"], v["impact"], v["nodes"][0]["html"][:120]) for v in violations if v["impact"] in SERIOUS]
-    assert serious == [], serious
+    assert serious_violations(page) == []
     context.close()
