@@ -30,6 +30,7 @@ COPY server.py app.py utils.py db.py ./
 COPY access/ access/
 COPY inference/ inference/
 COPY storage/ storage/
+COPY serve/ serve/
 COPY views/ views/
 COPY components/ components/
 COPY models/model.pth models/model.pth

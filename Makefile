@@ -8,11 +8,11 @@ PY := $(VENV)/bin/python
 PORT ?= 8501
 ADDRESS ?= 127.0.0.1
 STAMP := $(VENV)/.installed-stamp
-SOURCES := *.py access inference storage views training tools tests
+SOURCES := *.py access inference storage serve views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help install run test lint format typecheck train leave-out evaluate experiments promote rollback retrain retrain-drill \
-	mlflow loadtest bench bench-history data prune up down logs clean
+	mlflow loadtest loadtest-api bench bench-history data prune up down logs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -82,6 +82,9 @@ mlflow: install ## The MLflow UI over the tracking store on http://127.0.0.1:500
 loadtest: install ## USERS (24) x PREDICTIONS (5) in Chromium; REPLICAS=N behind Caddy, KILL_AFTER=S kills one
 	$(PY) -m tools.loadtest --users $(or $(USERS),24) --predictions $(or $(PREDICTIONS),5) $(if $(URL),--url $(URL)) \
 		$(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(KILL_AFTER),--kill-after $(KILL_AFTER))
+
+loadtest-api: install ## Locust: USERS (8) clients for SECONDS (30) against POST /api/predict, REPLICAS=N behind Caddy
+	$(PY) -m tools.loadtest_api --users $(or $(USERS),8) --seconds $(or $(SECONDS),30) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 bench: install ## Benchmarks: inference latency, database writes/reads, page response (figures for the README)
 	$(PY) -m tools.benchmark

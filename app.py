@@ -20,18 +20,19 @@ from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
-import torch
 from streamlit.navigation.page import StreamlitPage
 from streamlit_drawable_canvas import st_canvas
 
 import db
 import utils
 from access import limits
+from serve import metrics, record, resources
 from views import history, session, stats
 
 CANVAS_SIZE = 280
 DRAW_COLUMNS = (0.42, 0.58)  # of the centred page's 736 px: the 280 px canvas, and the answer beside it
 PEN_WIDTH = (8, 40, 20)  # min, max, default: ~2 px strokes once a full-height digit is scaled into MNIST's 20 px box
+SOURCES = {"draw_result": "page", "upload_result": "upload"}  # a result's slot -> the row's source (db.SOURCES)
 NOT_A_DIGIT_ANSWER = "This doesn't look like a digit"  # the page's words for the model's "not a digit" answer
 COMPONENTS_DIR = Path(__file__).resolve().parent / "components"  # the custom elements' CSS and JS, read at import
 
@@ -64,20 +65,25 @@ result_panel = st.components.v2.component(
 )
 
 
+def page_style(key: str) -> None:
+    """components/page.css on the document and canvas_fix.css in every canvas (one element with no UI of its own),
+    for a page that may be the first one opened."""
+    canvas_style_fix(key=key, data={"css": CANVAS_STYLE, "pageCss": PAGE_STYLE})
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Process-wide resources
 
 
+# Both are the process's own (serve/resources.py), shared with the HTTP API: the model is loaded once per process.
 @st.cache_resource(show_spinner="Loading the model…")
 def get_checkpoint(model_path: str) -> utils.Checkpoint:
-    # One intra-op thread: steadier latency when the other core serves another session (see BENCHMARKS.md).
-    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
-    return utils.load_checkpoint(model_path)
+    return resources.checkpoint(model_path)
 
 
 @st.cache_resource(show_spinner=False)
 def get_database() -> db.Database:
-    return db.Database()
+    return resources.database()
 
 
 def database_ready(database: db.Database) -> bool:
@@ -120,10 +126,12 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
         prediction, inference_ms = classify_once(checkpoint, slot, source, load)
     except utils.EmptyDrawingError as exc:
         st.session_state.pop(slot, None)
+        metrics.refused(SOURCES[slot])
         st.warning(str(exc), icon=":material/edit:")
         return
     except ValueError as exc:
         st.session_state.pop(slot, None)
+        metrics.refused(SOURCES[slot])
         st.error(f"That image cannot be read: {exc}")
         return
     png = prediction.png
@@ -133,6 +141,7 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
     wait = limits.predictions.check(session.client())
     if wait > 0:  # nothing is kept, so nothing is written
         st.session_state.pop(slot, None)
+        metrics.refused(SOURCES[slot])
         st.warning(
             f"Too many predictions from here: try again in {limits.retry_after(wait)} s.", icon=":material/timer:"
         )
@@ -156,17 +165,8 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     # Logged (or spooled) before it is shown: an answer a user has seen is never lost, even if this process dies
     # the next moment (a replica killed behind the proxy). The wait is ~1 ms, at most DB_WRITE_TIMEOUT when hung.
     if result["id"] is None:  # waits at most DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool
-        knows_not_digit = utils.knows_not_digit(checkpoint.model)
-        result["id"] = database.log_prediction(
-            prediction.digit,
-            prediction.confidence,
-            prediction.probabilities,
-            result["png"],
-            checkpoint.version,
-            result.get("inference_ms"),
-            prediction.is_digit if knows_not_digit else None,
-            prediction.not_digit_score if knows_not_digit else None,
-            visitor=session.visitor_id(),
+        result["id"] = record.log_prediction(
+            database, checkpoint, prediction, result.get("inference_ms"), SOURCES[slot], session.visitor_id()
         )
     elif result["id"] < 0:
         result["id"] = database.resolve(result["id"])  # replayed since it was spooled: its row's real id
@@ -219,6 +219,7 @@ def save_label(database: db.Database, slot: str) -> None:
         stored = database.set_true_label(database.resolve(result["id"]), label)  # validates the browser's value
         result["label"] = label
         result["label_spooled"] = not stored
+        metrics.labelled(SOURCES[slot])
     except ValueError as exc:
         result["label_error"] = f"Could not save the label: {exc}"
 
@@ -290,7 +291,7 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
 @st.fragment
 def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     # The page style (components/page.css) for someone who opens /upload first; no canvas here to patch.
-    canvas_style_fix(key="upload-style-fix", data={"css": CANVAS_STYLE, "pageCss": PAGE_STYLE})
+    page_style("upload-style-fix")
     st.write("A photo or scan of one handwritten digit (dark ink on light paper, or light on dark), cropped close.")
     upload = st.file_uploader("Image", type=["png", "jpg", "jpeg", "gif", "bmp", "webp"], key="upload")
     if upload is None:
@@ -299,6 +300,7 @@ def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     if st.session_state.get("upload_counted") != upload.file_id:  # each file once, not each rerun
         wait = limits.uploads.check(session.client())
         if wait > 0:
+            metrics.refused("upload")
             st.warning(
                 f"Too many uploads from here: try again in {limits.retry_after(wait)} s.", icon=":material/timer:"
             )
@@ -307,6 +309,7 @@ def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     try:
         image = utils.load_uploaded_image(upload.getvalue())
     except ValueError as exc:
+        metrics.refused("upload")
         st.error(str(exc))
         return
     st.image(utils.preview(image), caption=upload.name[:80], width=160)  # a small copy, never the original
@@ -354,7 +357,7 @@ def main() -> None:
     def draw_page() -> None:
         # Outside the fragment: a Predict rerun does not re-send them (the pen width is read from the session).
         st.slider("Pen width", *PEN_WIDTH, key="pen_width")
-        canvas_style_fix(key="canvas-style-fix", data={"css": CANVAS_STYLE, "pageCss": PAGE_STYLE})
+        page_style("canvas-style-fix")
         draw_section(checkpoint, database)
 
     # Only the open page runs, and opening one runs it afresh: History and Stats always show the latest rows.
@@ -376,7 +379,7 @@ def main() -> None:
     current = st.navigation(pages, position="hidden")  # each page keeps its own URL (/upload, /history, ...)
     page_switcher(pages, current)
     if current.url_path in ("history", "stats"):  # opened by its address: the same title and page bar on a phone
-        canvas_style_fix(key="page-style-fix", data={"css": CANVAS_STYLE, "pageCss": PAGE_STYLE})
+        page_style("page-style-fix")
     if not database_ready(database):
         st.warning(
             "The database is unreachable: predictions still work and are saved locally; "

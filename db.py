@@ -39,20 +39,28 @@ from storage.schema import (
     LABEL_BY_ID_SQL,
     LABEL_BY_REQUEST_SQL,
     NOT_A_DIGIT,
-    NUM_CLASSES,
     PRUNE_SQL,
     SCHEMA,
     SCHEMA_LOCK_KEY,
-    check_digit,
-    check_milliseconds,
-    check_probability,
-    check_text,
-    check_visitor,
+    SOURCES,
+    UnknownPrediction,
+    check_request_id,
+    label_record,
+    prediction_record,
 )
 from storage.spool import Spool
 from storage.spool import claim as spool_claim
 
-__all__ = ["NOT_A_DIGIT", "Database", "DatabaseUnavailable", "configured_dsn", "describe", "embedded_dsn"]
+__all__ = [
+    "NOT_A_DIGIT",
+    "SOURCES",
+    "Database",
+    "UnknownPrediction",
+    "DatabaseUnavailable",
+    "configured_dsn",
+    "describe",
+    "embedded_dsn",
+]
 
 log = logging.getLogger(__name__)
 
@@ -125,37 +133,29 @@ class Database(Reads):
         is_digit: bool | None = None,
         not_digit_score: float | None = None,
         visitor: str | None = None,
+        *,
+        source: str | None = None,
+        request_id: str | None = None,
     ) -> int:
         """Store one prediction and return its id (negative and provisional while the database is unreachable).
         `inference_ms`: how long the server took to read the image (preprocess + model), for Stats; `is_digit` and
         `not_digit_score`: the model's "not a digit" verdict and probability (None from a model without one);
-        `visitor`: the browser's anonymous id (its History shows the row). The row's time is this call's, the moment
-        the answer is shown, however late the write lands (a hang, the spool)."""
-        if is_digit is not None and not isinstance(is_digit, bool):
-            raise ValueError(f"is_digit must be True, False or None, got {is_digit!r}.")
-        if probabilities is not None:
-            probabilities = [check_probability("each probability", p) for p in probabilities]
-            if len(probabilities) != NUM_CLASSES:
-                raise ValueError(f"probabilities must hold {NUM_CLASSES} values, got {len(probabilities)}.")
-        if image_png is not None and not isinstance(image_png, (bytes, bytearray, memoryview)):
-            raise ValueError(f"image_png must be bytes, got {type(image_png).__name__}.")
-        record: dict[str, Any] = {
-            "op": "insert",
-            "request_id": str(uuid.uuid4()),
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-            "predicted_digit": check_digit("predicted_digit", predicted_digit),
-            "confidence": check_probability("confidence", confidence),
-            "probabilities": probabilities,
-            "image": base64.b64encode(bytes(image_png)).decode("ascii") if image_png is not None else None,
-            "model_version": check_text("model_version", model_version),
-            "inference_ms": check_milliseconds(inference_ms),
-            "true_label": None,
-            "is_digit": is_digit,
-            "not_digit_score": (
-                None if not_digit_score is None else check_probability("not_digit_score", not_digit_score)
-            ),
-            "visitor": check_visitor(visitor),
-        }
+        `visitor`: the browser's anonymous id (its History shows the row); `source`: one of SOURCES; `request_id`:
+        the row's unique key (made here unless the caller, the API, hands it out to label by). The row's time is this
+        call's, the moment the answer is shown, however late the write lands (a hang, the spool)."""
+        record = prediction_record(
+            predicted_digit,
+            confidence,
+            probabilities,
+            image_png,
+            model_version,
+            inference_ms,
+            is_digit,
+            not_digit_score,
+            visitor,
+            source,
+            request_id,
+        )
         try:
             row_id = self._bounded(lambda: self._write_now(record), self.write_timeout)
             assert row_id is not None  # INSERT ... RETURNING always returns the row
@@ -171,30 +171,34 @@ class Database(Reads):
     def set_true_label(self, prediction_id: int, true_label: int | str | None) -> bool:
         """Record (or change, or clear with None) the user's answer on exactly that prediction's row: a digit 0-9,
         or `NOT_A_DIGIT` ("Not a digit"). True when it is stored, False when it is kept in the spool until the
-        database is back."""
-        not_digit = isinstance(true_label, str) and true_label.strip().lower() == NOT_A_DIGIT  # as the button says it
-        label = None if not_digit else check_digit("true_label", true_label, allow_none=True)
+        database is back; UnknownPrediction (a ValueError) when there is no such row."""
+        record = label_record(true_label)
         if isinstance(prediction_id, bool) or not isinstance(prediction_id, int):
             raise ValueError(f"prediction_id must be an integer, got {prediction_id!r}.")
-        record: dict[str, Any] = {
-            "op": "label",
-            "id": prediction_id,
-            "true_label": label,
-            "not_digit": not_digit,
-            "request_id": None,
-            "labelled_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        }
+        record["id"] = prediction_id
         if prediction_id < 0:
             if prediction_id not in self._provisional:
-                raise ValueError(f"No prediction with id {prediction_id} (provisional ids live only in this process).")
+                raise UnknownPrediction(
+                    f"No prediction with id {prediction_id} (provisional ids live only in this process)."
+                )
             record["request_id"] = self._provisional[prediction_id]
+        return self._write_label(record, f"id {prediction_id}")
+
+    def label_request(self, request_id: str, true_label: int | str | None) -> bool:
+        """`set_true_label` for the row logged under `request_id` (the API's handle on its rows: whoever holds it).
+        While the database is unreachable the label is spooled (False) and lands if that row exists."""
+        record = label_record(true_label)
+        record["request_id"] = check_request_id(request_id)
+        return self._write_label(record, f"request id {record['request_id']}")
+
+    def _write_label(self, record: dict[str, Any], which: str) -> bool:
         try:
             found = self._bounded(lambda: self._write_now(record), self.write_timeout)
         except DatabaseUnavailable as exc:
             self._spool(record, exc)
             return False
         if found is None:
-            raise ValueError(f"No prediction with id {prediction_id}.")
+            raise UnknownPrediction(f"No prediction with {which}.")
         return True
 
     def _write_now(self, record: dict[str, Any]) -> int | None:
@@ -225,6 +229,7 @@ class Database(Reads):
                     record.get("is_digit"),
                     record.get("not_digit_score"),
                     record.get("visitor"),
+                    record.get("source"),
                 ),
             )
         else:

@@ -1,6 +1,9 @@
-"""The HTTP entry point: the Streamlit page (app.py), the operator's streamed CSV export, and the visitor cookie.
+"""The HTTP entry point: the Streamlit page (app.py), the prediction API (serve/api.py), the operator's streamed CSV
+export and Prometheus metrics, and the visitor cookie.
 
     streamlit run server.py          # what `make run` and the Docker image start
+    curl --data-binary @seven.png http://localhost:8501/api/predict
+    curl -u operator:$OPERATOR_PASSWORD http://localhost:8501/metrics
     curl -u operator:$OPERATOR_PASSWORD 'http://localhost:8501/export/predictions.csv?digit=7&correct=false' > x.csv
 
 The export is the operator's: HTTP Basic with OPERATOR_PASSWORD, or the one-use link a signed-in History page
@@ -25,13 +28,16 @@ import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import db
+import utils
 from access import clients, operator
 from access.limits import Slots, retry_after
+from serve import api, metrics, resources
+from serve.api import client_of, error
 from storage.config import setting
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -49,10 +55,6 @@ def database() -> db.Database:
         if _database is None:
             _database = db.Database(pool_size=1)
         return _database
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def flag(request: Request, name: str) -> bool | None:
@@ -75,21 +77,17 @@ def digit(request: Request) -> int | None:
     return int(value)
 
 
-def client_of(request: Request) -> str:
-    peer = request.client.host if request.client else None
-    return clients.client_address(peer, request.headers.get("x-forwarded-for"))
-
-
-def refused(request: Request) -> Response | None:
-    """None when the request is the operator's; else the response that says why not (401, 404 or 429)."""
+def refused(request: Request, what: str = "The export", allow_link: bool = True) -> Response | None:
+    """None when the request is the operator's; else the response that says why not (401, 404 or 429). With no
+    OPERATOR_PASSWORD there is no export (404); `allow_link`: History's one-use export link counts."""
     expected = operator.password()
     if expected is None:
-        return error(404, "There is no export: the operator has not set OPERATOR_PASSWORD.")
+        return error(404, f"{what} needs OPERATOR_PASSWORD, which the operator has not set.")
     client = client_of(request)
     wait = operator.throttle.wait(client)
     if wait > 0:
         return error(429, "Too many wrong passwords: try again later.", {"Retry-After": retry_after(wait)})
-    if operator.export_links.spend(request.query_params.get("link")):
+    if allow_link and operator.export_links.spend(request.query_params.get("link")):
         return None
     given = operator.basic_credentials(request.headers.get("authorization"))
     if given is not None:
@@ -99,7 +97,22 @@ def refused(request: Request) -> Response | None:
             return None
         operator.throttle.failed(client)
     challenge = {"WWW-Authenticate": 'Basic realm="MNIST operator", charset="UTF-8"'}
-    return error(401, "The export is the operator's: sign in on History, or use HTTP Basic.", challenge)
+    return error(401, f"{what} is the operator's: sign in on History, or use HTTP Basic.", challenge)
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    """GET /metrics: the operator's (HTTP Basic) when OPERATOR_PASSWORD is set, open on a box without one; the
+    public proxy never routes it (Caddyfile)."""
+    if operator.password() is not None:
+        denied = refused(request, "/metrics", allow_link=False)
+        if denied is not None:
+            return denied
+    try:
+        version = (await run_in_threadpool(resources.checkpoint)).version
+    except utils.ModelLoadError:
+        version = None
+    body = await run_in_threadpool(metrics.render, version)
+    return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
 
 
 async def export_predictions(request: Request) -> Response:
@@ -197,6 +210,11 @@ check_settings()
 no_external_ip_lookup()
 app = st.App(
     str(APP),
-    routes=[Route(EXPORT_ROUTE, export_predictions)],
+    routes=[
+        Route(EXPORT_ROUTE, export_predictions),
+        Route("/api/predict", api.predict, methods=["POST"]),
+        Route("/api/predictions/{request_id}/label", api.label, methods=["POST"]),
+        Route("/metrics", prometheus_metrics),
+    ],
     middleware=[Middleware(PageGuard)],
 )

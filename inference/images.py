@@ -127,6 +127,26 @@ def decode_image(data: bytes, limits: ImageLimits = UPLOAD) -> Image.Image:
         _decoding.release()
 
 
+# The first bytes of each format in FORMATS (what a client sending something else is told: 415, not 400).
+SIGNATURES = {
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "JPEG": (b"\xff\xd8\xff",),
+    "GIF": (b"GIF87a", b"GIF89a"),
+    "BMP": (b"BM",),
+    "WEBP": (b"RIFF",),  # and "WEBP" at offset 8
+}
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/x-ms-bmp", "image/webp")
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Which of FORMATS the bytes begin like, or None: a cheap look before anything is decoded."""
+    head = bytes(data[:16])
+    for name, signatures in SIGNATURES.items():
+        if head.startswith(signatures) and (name != "WEBP" or head[8:12] == b"WEBP"):
+            return name
+    return None
+
+
 def load_uploaded_image(data: bytes) -> Image.Image:
     """An uploaded PNG/JPEG/GIF (first frame)/BMP/WebP, within the upload limits."""
     return decode_image(data, UPLOAD)

@@ -243,6 +243,23 @@ class Reads(Connections):
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             raise DatabaseUnavailable(f"the database is unreachable: {exc}") from exc
 
+    def feedback_totals(self) -> tuple[int, int]:
+        """(labelled, answered right) over every row with feedback, "not a digit" included, from the rollup: the
+        feedback accuracy the operator's dashboard shows (Stats' `feedback_accuracy`)."""
+
+        def read(cur: Any) -> tuple[int, int]:
+            self._ensure_schema_in(cur)
+            cur.execute(
+                "SELECT coalesce(sum(n) FILTER (WHERE answer >= 0), 0)::bigint AS labelled, coalesce(sum(n) FILTER "
+                "(WHERE (answer = predicted_digit AND NOT flagged) OR (answer = %s AND flagged)), 0)::bigint AS right "
+                "FROM prediction_counts",
+                (NOT_DIGIT,),
+            )
+            row = cur.fetchone()
+            return int(row["labelled"]), int(row["right"])
+
+        return self._bounded(lambda: self._run(read), self.read_wait())
+
     def get_stats(self, days: int = 30) -> dict[str, Any]:
         """Totals, accuracy on digit feedback (overall and per true digit) and on all feedback ("not a digit"
         included: `feedback_accuracy`), confusion counts, "not a digit" counts,

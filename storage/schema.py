@@ -8,7 +8,11 @@ db.Database runs these statements; nothing else defines the table.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import math
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from inference.labels import CLASSES, NOT_A_DIGIT, NOT_DIGIT
@@ -16,6 +20,12 @@ from inference.labels import CLASSES, NOT_A_DIGIT, NOT_DIGIT
 __all__ = ["NOT_A_DIGIT", "NOT_DIGIT", "NUM_CLASSES"]  # the answers as the rest of storage/ sees them
 
 NUM_CLASSES = len(CLASSES)
+SOURCES = ("page", "upload", "api")  # where a prediction came from: the Draw page, the Upload page, the HTTP API
+
+
+class UnknownPrediction(ValueError):
+    """A label for a prediction that is not there (an unknown id or request id)."""
+
 
 # A labelled row the app answered wrongly: the user gave a digit and it is not the one shown, or the app called it
 # "not a digit" and the user gave a digit, or the user said "not a digit" and the app gave a digit.
@@ -151,6 +161,8 @@ SCHEMA: tuple[str, ...] = (
         WHERE visitor IS NOT NULL""",
     # Retention (make prune) deletes the oldest rows first.
     "CREATE INDEX IF NOT EXISTS predictions_created_idx ON predictions (created_at)",
+    # Where the prediction came from: the Draw page, the Upload page or the HTTP API (SOURCES); NULL before it.
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS source text",
 )
 
 SCHEMA_LOCK_KEY = 421_950_001  # advisory lock: two processes migrating at once wait for each other
@@ -158,8 +170,8 @@ SCHEMA_LOCK_KEY = 421_950_001  # advisory lock: two processes migrating at once 
 INSERT_SQL = """
     INSERT INTO predictions
         (created_at, predicted_digit, confidence, probabilities, image, model_version, request_id, true_label,
-         inference_ms, is_digit, not_digit_score, visitor)
-    VALUES (COALESCE(%s, now()), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+         inference_ms, is_digit, not_digit_score, visitor, source)
+    VALUES (COALESCE(%s, now()), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
     RETURNING id
 """  # ON CONFLICT ... RETURNING: a retried or replayed insert returns the row it already made, never a second one
@@ -242,3 +254,72 @@ def check_visitor(value: Any) -> str | None:
     if text is not None and not (0 < len(text) <= 64 and text.replace("-", "").replace("_", "").isalnum()):
         raise ValueError("visitor must be the browser's id (1-64 letters, digits, '-' or '_').")
     return text
+
+
+def prediction_record(
+    predicted_digit: Any,
+    confidence: Any,
+    probabilities: Sequence[float] | None,
+    image_png: Any,
+    model_version: Any,
+    inference_ms: Any,
+    is_digit: Any,
+    not_digit_score: Any,
+    visitor: Any,
+    source: Any = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """One prediction as the spool and the insert carry it, every value checked; its time is now (the moment the
+    answer is shown, however late the write lands)."""
+    if is_digit is not None and not isinstance(is_digit, bool):
+        raise ValueError(f"is_digit must be True, False or None, got {is_digit!r}.")
+    if probabilities is not None:
+        probabilities = [check_probability("each probability", p) for p in probabilities]
+        if len(probabilities) != NUM_CLASSES:
+            raise ValueError(f"probabilities must hold {NUM_CLASSES} values, got {len(probabilities)}.")
+    if image_png is not None and not isinstance(image_png, (bytes, bytearray, memoryview)):
+        raise ValueError(f"image_png must be bytes, got {type(image_png).__name__}.")
+    return {
+        "op": "insert",
+        "request_id": str(uuid.uuid4()) if request_id is None else check_request_id(request_id),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "predicted_digit": check_digit("predicted_digit", predicted_digit),
+        "confidence": check_probability("confidence", confidence),
+        "probabilities": probabilities,
+        "image": base64.b64encode(bytes(image_png)).decode("ascii") if image_png is not None else None,
+        "model_version": check_text("model_version", model_version),
+        "inference_ms": check_milliseconds(inference_ms),
+        "true_label": None,
+        "is_digit": is_digit,
+        "not_digit_score": None if not_digit_score is None else check_probability("not_digit_score", not_digit_score),
+        "visitor": check_visitor(visitor),
+        "source": check_source(source),
+    }
+
+
+def label_record(true_label: Any) -> dict[str, Any]:
+    """A user's answer as the spool and the update carry it (the row it names is added by the caller): a digit
+    0-9, `NOT_A_DIGIT` as the button says it (any case), or None to clear it; its time is now."""
+    not_digit = isinstance(true_label, str) and true_label.strip().lower() == NOT_A_DIGIT
+    return {
+        "op": "label",
+        "id": None,
+        "true_label": None if not_digit else check_digit("true_label", true_label, allow_none=True),
+        "not_digit": not_digit,
+        "request_id": None,
+        "labelled_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
+
+
+def check_source(value: Any) -> str | None:
+    if value is not None and value not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {value!r}.")
+    return value
+
+
+def check_request_id(value: Any) -> str:
+    """A request id: a UUID, as text in its canonical form."""
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise UnknownPrediction(f"No prediction with request id {str(value)[:40]!r}.") from None

@@ -15,6 +15,7 @@ what was left there.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import logging
@@ -117,6 +118,21 @@ class Spool:
                 return sum(1 for line in lines if line.strip())
         except FileNotFoundError:
             return 0
+
+    def oldest_age(self, now: dt.datetime | None = None) -> float:
+        """Seconds since the oldest waiting write was made (0.0 when none waits): how long the database has been
+        missing writes, for the operator's metrics."""
+        try:
+            with open(self.path, encoding="utf-8") as lines:
+                first = next((line for line in lines if line.strip()), None)
+        except FileNotFoundError:
+            return 0.0
+        try:
+            record = json.loads(first) if first else {}
+            made = dt.datetime.fromisoformat(record.get("created_at") or record["labelled_at"])
+        except (ValueError, KeyError, TypeError):  # a torn line: its age is unknown, not zero
+            return float("nan")
+        return max(((now or dt.datetime.now(dt.timezone.utc)) - made).total_seconds(), 0.0)
 
     def lines(self) -> list[str]:
         """A snapshot of the waiting writes, oldest first (raw lines, to replay outside the lock)."""

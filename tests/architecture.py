@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("access", "inference", "storage", "views", "training", "tools")
+PACKAGES = ("access", "inference", "storage", "serve", "views", "training", "tools")
 
 
 def modules() -> dict[str, Path]:

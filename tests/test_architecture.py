@@ -16,6 +16,7 @@ ALLOWED = {
     "storage": {"storage", "inference"},
     "access": {"access", "storage"},  # settings come through storage.config, where they enter
     "views": {"views", "access", "storage", "inference"},
+    "serve": {"serve", "access", "storage", "inference", "db"},  # what the page and the API share, over db.Database
     "training": {"training", "inference", "storage", "db"},  # retraining reads the feedback through db.Database
 }
 

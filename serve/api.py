@@ -1,0 +1,146 @@
+"""The HTTP prediction API, served by the Streamlit process beside the page (server.py's routes), with the page's
+model and database handle (serve/resources.py).
+
+    curl --data-binary @seven.png -H 'Content-Type: image/png' http://127.0.0.1:8501/api/predict
+    curl -H 'Content-Type: application/json' -d '{"label": 7}' \
+        http://127.0.0.1:8501/api/predictions/<request_id>/label
+
+POST /api/predict: the body is the image file's bytes (PNG, JPEG, GIF, BMP or WebP; the Upload page's limits). The
+answer: {id, request_id, digit, confidence, probabilities, is_digit, not_digit_score, model_version, inference_ms};
+the row is logged with source "api" (spooled while the database is away: `id` is then negative). The request id is
+the row's key for the label route: whoever holds it may label the row, nobody else can guess it (a UUID4).
+Errors are JSON {"error": ...}: 400 empty, unreadable or blank, 413 too large, 415 not one of the formats, 429 over
+API_LIMIT_PER_MINUTE per client, 503 while the model cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+import db
+from access import clients
+from access.limits import per_minute, retry_after
+from inference.images import MEDIA_TYPES, UPLOAD, load_uploaded_image, sniff_format
+from inference.network import ModelLoadError
+from inference.predict import classify
+from inference.preprocess import EmptyDrawingError
+from serve import metrics, record, resources
+
+SOURCE = "api"
+LABEL_BODY_BYTES = 1024
+# A body over the limit is read on (and thrown away) up to this size, so that the client, still sending, gets
+# the 413 rather than a reset connection; a larger one is cut off.
+DRAIN_BYTES = 16 * 1024 * 1024
+api_limit = per_minute("API_LIMIT_PER_MINUTE", 120)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def client_of(request: Request) -> str:
+    peer = request.client.host if request.client else None
+    return clients.client_address(peer, request.headers.get("x-forwarded-for"))
+
+
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The body, never more than `limit` bytes of it held; BodyTooLarge once it is longer."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > DRAIN_BYTES:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > DRAIN_BYTES:
+            break
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise BodyTooLarge
+    return b"".join(chunks)
+
+
+def refused(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    metrics.refused(SOURCE)
+    return error(status, message, headers)
+
+
+async def predict(request: Request) -> Response:
+    wait = api_limit.check(client_of(request))
+    if wait > 0:
+        return refused(429, "Too many predictions from here: try again later.", {"Retry-After": retry_after(wait)})
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ("", "application/octet-stream", *MEDIA_TYPES):
+        return refused(415, f"Send the image file's bytes (PNG, JPEG, GIF, BMP or WebP), not {media_type[:60]}.")
+    try:
+        body = await bounded_body(request, UPLOAD.max_bytes)
+    except BodyTooLarge:
+        return refused(413, f"The image is too large; the limit is {UPLOAD.max_bytes / 1e6:.0f} MB.")
+    if not body:
+        return refused(400, "The body is empty: send the image file's bytes.")
+    if sniff_format(body) is None:
+        return refused(415, "That is not a PNG, JPEG, GIF, BMP or WebP image.")
+    try:
+        answer = await run_in_threadpool(answer_image, body)
+    except ModelLoadError as exc:
+        return error(503, f"The model could not be loaded: {exc}")
+    except EmptyDrawingError:
+        return refused(400, "The image is blank: there is no digit to read.")
+    except ValueError as exc:  # the decoder's reasons (unreadable, too many pixels, busy), in the user's words
+        return refused(400, str(exc))
+    return JSONResponse(answer)
+
+
+def answer_image(body: bytes) -> dict[str, Any]:
+    """Decode, classify and log one image (on a worker thread): the API's answer."""
+    checkpoint = resources.checkpoint()
+    started = time.perf_counter()
+    prediction = classify(checkpoint.model, load_uploaded_image(body))
+    inference_ms = (time.perf_counter() - started) * 1000
+    request_id = str(uuid.uuid4())
+    row_id = record.log_prediction(resources.database(), checkpoint, prediction, inference_ms, SOURCE, None, request_id)
+    return {
+        "id": row_id,
+        "request_id": request_id,
+        "digit": prediction.digit,
+        "confidence": prediction.confidence,
+        "probabilities": prediction.probabilities,
+        "is_digit": prediction.is_digit,
+        "not_digit_score": prediction.not_digit_score,
+        "model_version": checkpoint.version,
+        "inference_ms": round(inference_ms, 3),
+    }
+
+
+async def label(request: Request) -> Response:
+    """POST /api/predictions/<request_id>/label {"label": 0-9, "not a digit", or null to clear}."""
+    request_id = request.path_params["request_id"]
+    try:
+        body = json.loads(await bounded_body(request, LABEL_BODY_BYTES) or b"null")
+    except BodyTooLarge:
+        return error(413, 'The body is too large: send {"label": ...}.')
+    except (ValueError, UnicodeDecodeError):
+        return error(400, 'The body is not JSON: send {"label": 0-9 or "not a digit"}.')
+    if not isinstance(body, dict) or "label" not in body:
+        return error(400, 'Send {"label": 0-9 or "not a digit"}.')
+    try:
+        stored = await run_in_threadpool(resources.database().label_request, request_id, body["label"])
+    except db.UnknownPrediction:
+        return error(404, "No prediction with that request id.")
+    except ValueError as exc:
+        return error(400, f'{exc} Send 0-9 or "not a digit".')
+    metrics.labelled(SOURCE)
+    answer = {"request_id": request_id, "label": body["label"], "stored": stored}
+    return JSONResponse(answer, status_code=200 if stored else 202)

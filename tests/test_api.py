@@ -1,0 +1,232 @@
+"""The HTTP API and /metrics on a real server (streamlit run server.py) with a real PostgreSQL and the shipped model:
+drawn digits read right, a letter is not a digit, bad bodies get 4xx JSON, labels land on their row, and the
+metrics count exactly what was done.
+
+    pytest tests/test_api.py
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg2
+import pytest
+from PIL import Image, ImageDraw
+from prometheus_client.parser import text_string_to_metric_families
+
+import db
+from tools import browser
+from training import drawn
+
+OPERATOR_PASSWORD = "metrics for the operator"
+
+
+def post(url: str, body: bytes, content_type: str = "image/png", auth: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": content_type, **({"Authorization": auth} if auth else {})}
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def get(url: str, auth: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": auth} if auth else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def encoded(drawing: np.ndarray, fmt: str = "PNG") -> bytes:
+    image = Image.fromarray(drawing)
+    buffer = io.BytesIO()
+    (image.convert("RGB") if fmt == "JPEG" else image).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def samples(metrics_text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the exposition text by (name, labels); parsing fails on anything that is not Prometheus text."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+    }
+
+
+@pytest.fixture(scope="module")
+def api_url(app_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    database = db.Database(app_db)
+    database.init_db()  # the tests count rows before the server's first write
+    database.close()
+    spool = tmp_path_factory.mktemp("spool") / "spool.jsonl"
+    env = {"DATABASE_URL": app_db, "SPOOL_PATH": str(spool), "MODEL_PATH": "", "OPERATOR_PASSWORD": ""}
+    with browser.running_app(env) as url:
+        yield url
+
+
+def rows(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        found = cur.fetchall()
+    conn.close()
+    return found
+
+
+def test_drawn_digits_are_read_right_and_logged_as_api_rows(api_url: str, app_db: str, mnist_test_split: Any) -> None:
+    rng = np.random.default_rng(25)
+    picks = rng.choice(len(mnist_test_split.labels), size=10, replace=False)
+    cases = [
+        (drawn.canvas_drawing(mnist_test_split.images[int(i)].squeeze(0).numpy(), rng), int(mnist_test_split.labels[i]))
+        for i in picks
+    ] + [(drawn.pen_digit(d, rng), d) for d in range(10)]
+    before = rows(app_db, "SELECT count(*) FROM predictions WHERE source = 'api'")[0][0]
+    right, answers = 0, []
+    for n, (drawing, truth) in enumerate(cases):
+        status, answer = post(api_url + "/api/predict", encoded(drawing, "JPEG" if n % 4 == 3 else "PNG"))
+        assert status == 200, answer
+        assert len(answer["probabilities"]) == 10 and abs(sum(answer["probabilities"]) - 1) < 1e-6
+        assert answer["model_version"] and answer["inference_ms"] > 0 and answer["id"] > 0
+        right += answer["is_digit"] and answer["digit"] == truth
+        answers.append(answer)
+    assert right / len(cases) >= 0.9, f"{right}/{len(cases)} drawn digits read right"
+    assert rows(app_db, "SELECT count(*) FROM predictions WHERE source = 'api'")[0][0] == before + len(cases)
+    (row,) = rows(
+        app_db, "SELECT predicted_digit, request_id::text, visitor FROM predictions WHERE id = %s", answers[0]["id"]
+    )
+    assert row == (answers[0]["digit"], answers[0]["request_id"], None), "no visitor: no History shows an API row"
+
+
+def test_a_drawn_letter_is_not_a_digit(api_url: str) -> None:
+    letter = np.zeros((280, 280), dtype=np.uint8)
+    image = Image.fromarray(letter)
+    pen = ImageDraw.Draw(image)
+    for stroke in browser.NOT_DIGITS["A"]:
+        pen.line(stroke, fill=255, width=18, joint="curve")
+    status, answer = post(api_url + "/api/predict", encoded(drawn.as_canvas(image)))
+    assert status == 200 and answer["is_digit"] is False, answer
+    assert answer["not_digit_score"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "body, content_type, status",
+    [
+        (b"", "image/png", 400),
+        (b"plain words, not a picture", "text/plain", 415),
+        (b"plain words, not a picture", "application/octet-stream", 415),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image/png", 400),  # a PNG's signature and nothing readable after
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * (8 * 1024 * 1024), "image/png", 413),
+        (encoded(np.zeros((280, 280, 4), dtype=np.uint8)), "image/png", 400),  # blank: nothing drawn
+    ],
+)
+def test_bad_bodies_get_a_json_error_and_no_row(
+    api_url: str, app_db: str, body: bytes, content_type: str, status: int
+) -> None:
+    before = rows(app_db, "SELECT count(*) FROM predictions")[0][0]
+    got, answer = post(api_url + "/api/predict", body, content_type)
+    assert got == status and answer["error"], answer
+    assert "Traceback" not in answer["error"]
+    assert rows(app_db, "SELECT count(*) FROM predictions")[0][0] == before
+
+
+def test_labels_land_on_their_row_and_only_there(api_url: str, app_db: str) -> None:
+    rng = np.random.default_rng(7)
+    first = post(api_url + "/api/predict", encoded(drawn.pen_digit(3, rng)))[1]
+    second = post(api_url + "/api/predict", encoded(drawn.pen_digit(4, rng)))[1]
+    label_url = api_url + "/api/predictions/{}/label"
+    assert post(label_url.format(first["request_id"]), b'{"label": 8}', "application/json") == (
+        200,
+        {"request_id": first["request_id"], "label": 8, "stored": True},
+    )
+    status, _ = post(label_url.format(second["request_id"]), b'{"label": "Not a digit"}', "application/json")
+    assert status == 200
+    labelled = rows(
+        app_db, "SELECT id, true_label, labelled_not_digit FROM predictions WHERE id IN (%s, %s) ORDER BY id",
+        first["id"], second["id"],
+    )  # fmt: skip
+    assert labelled == [(first["id"], 8, False), (second["id"], None, True)]
+    assert post(label_url.format("8d5d3c7e-0000-4000-8000-000000000000"), b'{"label": 1}', "application/json")[0] == 404
+    assert post(label_url.format("not-a-request-id"), b'{"label": 1}', "application/json")[0] == 404
+    for bad in (b'{"label": 12}', b'{"label": true}', b'{"label": "seven"}', b"{}", b"[1]", b"not json"):
+        status, answer = post(label_url.format(first["request_id"]), bad, "application/json")
+        assert status == 400 and answer["error"], (bad, answer)
+    assert rows(app_db, "SELECT true_label FROM predictions WHERE id = %s", first["id"]) == [(8,)], "unchanged"
+
+
+def test_metrics_parse_and_count_exactly_what_was_done(api_url: str) -> None:
+    status, text = get(api_url + "/metrics")
+    assert status == 200
+    before = samples(text)
+    rng = np.random.default_rng(11)
+    answers = [post(api_url + "/api/predict", encoded(drawn.pen_digit(d, rng)))[1] for d in (1, 2, 5)]
+    post(api_url + "/api/predict", b"", "image/png")
+    post(api_url + f"/api/predictions/{answers[0]['request_id']}/label", b'{"label": 1}', "application/json")
+    after = samples(get(api_url + "/metrics")[1])
+
+    def grew(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after[key] - before.get(key, 0.0)
+
+    digits = sum(answer["is_digit"] for answer in answers)
+    assert grew("mnist_predictions_total", source="api", outcome="digit") == digits
+    assert grew("mnist_predictions_total", source="api", outcome="not_digit") == 3 - digits
+    assert grew("mnist_predictions_total", source="api", outcome="refused") == 1
+    assert grew("mnist_predictions_total", source="page", outcome="digit") == 0
+    assert grew("mnist_labels_total", source="api") == 1
+    assert grew("mnist_inference_seconds_count", source="api") == 3
+    assert grew("mnist_db_write_seconds_count") == 3
+    assert ("mnist_inference_seconds_bucket", (("le", "+Inf"), ("source", "api"))) in after
+    assert after[("mnist_database_up", ())] == 1.0 and after[("mnist_spool_depth", ())] == 0.0
+    assert grew("mnist_feedback_labelled") == 1, "the label above, read back from the rollup"
+    assert any(name == "mnist_model_info" and dict(labels)["version"] for name, labels in after)
+
+
+def test_limits_and_the_operator_s_metrics(app_db: str, tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": app_db,
+        "SPOOL_PATH": str(tmp_path / "spool.jsonl"),
+        "MODEL_PATH": "",
+        "OPERATOR_PASSWORD": OPERATOR_PASSWORD,
+        "API_LIMIT_PER_MINUTE": "2",
+    }
+    with browser.running_app(env) as url:
+        png = encoded(drawn.pen_digit(6, np.random.default_rng(1)))
+        assert [post(url + "/api/predict", png)[0] for _ in range(3)] == [200, 200, 429]
+        assert get(url + "/metrics")[0] == 401, "the operator's when OPERATOR_PASSWORD is set"
+        assert get(url + "/metrics", "Basic b3BlcmF0b3I6d3Jvbmc=")[0] == 401  # operator:wrong
+        good = "Basic " + base64.b64encode(f"operator:{OPERATOR_PASSWORD}".encode()).decode()
+        status, text = get(url + "/metrics", good)
+        assert status == 200
+        assert samples(text)[("mnist_predictions_total", (("outcome", "refused"), ("source", "api")))] == 1
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)")
+def test_promtool_lints_the_real_metrics(api_url: str) -> None:
+    status, text = get(api_url + "/metrics")
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert status == 200 and result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_api_load_test_runs_end_to_end_and_counts_every_row(tmp_path: Path) -> None:
+    """make loadtest-api in small: Locust for a few seconds against a fresh server; every answer is a row."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.loadtest_api", "--users", "2", "--seconds", "3"],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    figures = json.loads((browser.ARTIFACTS / "loadtest-api.json").read_text())
+    assert figures["api"]["requests"] > 0 and figures["api"]["errors"] == 0 and figures["rows_equal_requests"]
+    assert figures["in_process_per_second"] > 0 and figures["ratio"] > 0

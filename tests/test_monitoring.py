@@ -1,0 +1,118 @@
+"""The Compose profile `monitoring`: Prometheus's scrape config and alert rules (promtool where it is installed: the
+config, the rules, and the rules' own tests), Grafana's provisioning and dashboard, and that every series they
+query is one the app exposes.
+
+    pytest tests/test_monitoring.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+MONITORING = ROOT / "monitoring"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "mnist.json"
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def exposed_names(database: Any) -> set[str]:
+    """The sample names /metrics gives, read from a real render against the test database."""
+    from serve import metrics
+
+    text = metrics.render("test").decode()
+    return {sample.name for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def queried_names(expression: str) -> set[str]:
+    return set(re.findall(r"\b(mnist_[a-z_]+|up)\b", expression))
+
+
+def dashboard_expressions() -> dict[str, list[str]]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return {panel["title"]: [target["expr"] for target in panel["targets"]] for panel in panels}
+
+
+def alert_rules() -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for group in load(MONITORING / "alerts.yml")["groups"] for rule in group["rules"]}
+
+
+def test_the_profile_runs_prometheus_and_grafana_on_loopback_only() -> None:
+    services = load(ROOT / "docker-compose.yml")["services"]
+    for name in ("prometheus", "grafana"):
+        service = services[name]
+        assert service["profiles"] == ["monitoring"], "not started by a plain `docker compose up`"
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"]), "opened over SSH, never public"
+        assert re.search(r":v?\d+\.\d+\.\d+$", service["image"]), "pinned by version"
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repo"
+    assert "OPERATOR_PASSWORD" in services["prometheus"]["environment"], "to scrape /metrics behind the password"
+
+
+def test_prometheus_scrapes_every_replica_s_metrics() -> None:
+    (job,) = [job for job in load(MONITORING / "prometheus.yml")["scrape_configs"] if job["job_name"] == "mnist-app"]
+    assert job["metrics_path"] == "/metrics"
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["app"] and sd["type"] == "A" and sd["port"] == 8501, "one target per replica address"
+    assert job["basic_auth"]["username"] == "operator" and "password_file" in job["basic_auth"]
+
+
+def test_the_alerts_cover_database_spool_and_latency() -> None:
+    rules = alert_rules()
+    assert {"DatabaseDown", "SpoolGrowing", "PredictionLatencyHigh"} <= set(rules)
+    assert rules["DatabaseDown"]["for"] == "1m" and "mnist_database_up" in rules["DatabaseDown"]["expr"]
+    assert "mnist_spool_depth" in rules["SpoolGrowing"]["expr"]
+    assert "histogram_quantile(0.95" in rules["PredictionLatencyHigh"]["expr"]
+
+
+def test_the_dashboard_shows_what_an_operator_watches() -> None:
+    titles = " | ".join(dashboard_expressions()).lower()
+    for wanted in (
+        "predictions per second",
+        "p95 latency",
+        "not-a-digit share",
+        "feedback accuracy",
+        "spool",
+        "database up",
+    ):
+        assert wanted in titles, wanted
+    datasource = load(MONITORING / "grafana" / "provisioning" / "datasources" / "prometheus.yml")["datasources"][0]
+    assert datasource["uid"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
+    provider = load(MONITORING / "grafana" / "provisioning" / "dashboards" / "mnist.yml")["providers"][0]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_every_series_queried_is_one_the_app_exposes(
+    database: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database.dsn)
+    monkeypatch.setenv("SPOOL_PATH", str(tmp_path / "spool.jsonl"))
+    exposed = exposed_names(database) | {"up"}
+    expressions = [e for exprs in dashboard_expressions().values() for e in exprs]
+    expressions += [rule["expr"] for rule in alert_rules().values()]
+    for expression in expressions:
+        unknown = queried_names(expression) - exposed
+        assert not unknown, f"{expression!r} queries {unknown}, which /metrics does not give"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)")
+@pytest.mark.parametrize(
+    "command",
+    [["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]],
+)
+def test_promtool_accepts_the_config_and_the_rules_fire_as_written(command: list[str]) -> None:
+    result = subprocess.run(["promtool", *command], cwd=MONITORING, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
