@@ -7,8 +7,8 @@ beside in-process `utils.classify` measured in the same run on the same drawings
 It starts the real server (the shipped model) on a free loopback port, or N replicas behind Caddy, with the API's
 per-client limit off (every client is this machine), runs `locust --headless` for --seconds (bounded: it is killed
 at --seconds + 60), and stops what it started by PID. It reports predictions/s, p50/p95/p99, errors, whether
-rows == requests answered (and >= Locust's successes), per-replica counts (each replica's /metrics), and the ratio to in-process
-classification with as many threads as clients. Writes test-artifacts/loadtest-api.json.
+rows == requests answered (and >= Locust's successes), per-replica counts (each replica's /metrics), and the ratio
+to in-process classification with as many threads as clients. Writes test-artifacts/loadtest-api.json.
 """
 
 from __future__ import annotations
@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{figures['users']} clients x {figures['seconds']:g} s, {figures['replicas']} replica(s): "
         f"{api['per_second']:.1f} predictions/s, p50 {api['ms']['50']:.0f} ms, p95 {api['ms']['95']:.0f} ms, "
         f"p99 {api['ms']['99']:.0f} ms, {api['errors']} errors of {api['requests']}; rows == requests: "
-        f"{figures['rows_equal_requests']} ({figures['rows']} rows, {figures['answered']} answered); per replica {figures['per_replica_predictions']}; "
+        f"{figures['rows_equal_requests']} ({figures['rows']} rows, {figures['answered']} answered); "
+        f"per replica {figures['per_replica_predictions']}; "
         f"in-process utils.classify ({figures['users']} threads) {figures['in_process_per_second']:.1f}/s, "
         f"API/in-process {figures['ratio']}"
     )
