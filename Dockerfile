@@ -1,4 +1,5 @@
-# The app image: Streamlit + the shipped model, CPU-only torch, run as a non-root user.
+# The app image: Streamlit + the shipped model, CPU-only torch, run as a non-root user. Healthy means ready
+# (/readyz: the model loaded, the database answering with its schema in place), not only alive.
 #   docker compose up -d --build      (see DEPLOYMENT.md)
 FROM python:3.11-slim
 
@@ -37,7 +38,7 @@ COPY models/model.pth models/model.pth
 
 USER 10001:10001
 EXPOSE 8501
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).status != 200)"]
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import urllib.request, sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8501/readyz', timeout=8).status != 200)"]
 
 CMD ["streamlit", "run", "server.py", "--server.port=8501", "--server.address=0.0.0.0"]

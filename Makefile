@@ -103,6 +103,11 @@ prune: install ## Delete predictions older than DAYS days (with their images) wh
 up: ## docker compose up -d --build (needs .env: cp .env.example .env and set passwords)
 	$(COMPOSE) up -d --build
 
+update: ## Pull the pinned images (docker-compose.yml) and rebuild the app on a fresh base: upgrades happen on purpose
+	$(COMPOSE) pull db caddy
+	$(COMPOSE) --profile monitoring pull prometheus grafana
+	$(COMPOSE) build --pull app
+
 down: ## docker compose down (keeps the database volume)
 	$(COMPOSE) down
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg2
 
+from storage import migrate
 from storage.config import DATA_DIR, configured_dsn, describe, embedded_dsn, setting
 from storage.pool import DatabaseUnavailable
 from storage.reads import Reads
@@ -40,8 +41,6 @@ from storage.schema import (
     LABEL_BY_REQUEST_SQL,
     NOT_A_DIGIT,
     PRUNE_SQL,
-    SCHEMA,
-    SCHEMA_LOCK_KEY,
     SOURCES,
     UnknownPrediction,
     check_request_id,
@@ -96,6 +95,9 @@ class Database(Reads):
         # The first schema run of a process may migrate a big table (indexes, the rollup's backfill): it gets longer,
         # both as the wait and as its statements' timeout.
         self.migrate_timeout = float(setting("DB_MIGRATE_TIMEOUT", "30"))
+        # How long a migration's DDL may wait for a lock before it gives up (and is retried): what other queries
+        # queued behind it wait at most.
+        self.lock_timeout_ms = int(setting("DB_LOCK_TIMEOUT_MS", "1000"))
         self._replay_lock = threading.Lock()  # one replay at a time; others do not wait for it
         self._replay_interval = replay_interval
         self._replayer: threading.Thread | None = None
@@ -266,15 +268,17 @@ class Database(Reads):
         return self.read_timeout if self._schema_ready else max(self.read_timeout, self.migrate_timeout)
 
     def _ensure_schema_in(self, cur: Any) -> None:
-        """Run the schema statements once per handle, inside the caller's transaction (any first read or write)."""
+        """Once per handle, before its first read or write: a database already at this schema's version costs one
+        read and no lock; otherwise storage/migrate.py upgrades it on a connection of its own (short lock timeout,
+        indexes built concurrently) and DatabaseUnavailable says it must wait."""
         if not self._schema_ready:
-            # Indexes and the rollup's backfill on a table of millions of rows outlast DB_STATEMENT_TIMEOUT_MS; the
-            # statement timeout would cancel the migration at every start, for ever.
-            cur.execute("SET LOCAL statement_timeout = %s", (int(self.migrate_timeout * 1000),))
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-            for statement in SCHEMA:
-                cur.execute(statement)
+            if not migrate.is_current(cur):
+                migrate.migrate(self.dsn, self._connect_args, self.lock_timeout_ms, int(self.migrate_timeout * 1000))
             self._schema_ready = True
+
+    def check_ready(self, timeout: float) -> None:
+        """`ensure_ready`, waited for at most `timeout` seconds (/readyz); DatabaseUnavailable says why not."""
+        self._bounded(self.ensure_ready, timeout)
 
     # -- retention ---------------------------------------------------------------------------------------------
 

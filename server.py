@@ -4,6 +4,7 @@ export and Prometheus metrics, and the visitor cookie.
     streamlit run server.py          # what `make run` and the Docker image start
     curl --data-binary @seven.png http://localhost:8501/api/predict
     curl -u operator:$OPERATOR_PASSWORD http://localhost:8501/metrics
+    curl http://localhost:8501/readyz      # 200 when the model and the database are ready, else 503 and why
     curl -u operator:$OPERATOR_PASSWORD 'http://localhost:8501/export/predictions.csv?digit=7&correct=false' > x.csv
 
 The export is the operator's: HTTP Basic with OPERATOR_PASSWORD, or the one-use link a signed-in History page
@@ -28,7 +29,7 @@ import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,7 +37,7 @@ import db
 import utils
 from access import clients, operator
 from access.limits import Slots, retry_after
-from serve import api, metrics, resources
+from serve import api, health, metrics, resources
 from serve.api import client_of, error
 from storage.config import setting
 
@@ -98,6 +99,13 @@ def refused(request: Request, what: str = "The export", allow_link: bool = True)
         operator.throttle.failed(client)
     challenge = {"WWW-Authenticate": 'Basic realm="MNIST operator", charset="UTF-8"'}
     return error(401, f"{what} is the operator's: sign in on History, or use HTTP Basic.", challenge)
+
+
+async def readyz(request: Request) -> Response:
+    """GET /readyz: 200 when this process can serve a user (the model loaded, the database ready), else 503 with
+    the part that failed (serve/health.py)."""
+    ready, checks = await run_in_threadpool(health.readiness)
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
 async def prometheus_metrics(request: Request) -> Response:
@@ -215,6 +223,7 @@ app = st.App(
         Route("/api/predict", api.predict, methods=["POST"]),
         Route("/api/predictions/{request_id}/label", api.label, methods=["POST"]),
         Route("/metrics", prometheus_metrics),
+        Route("/readyz", readyz),
     ],
     middleware=[Middleware(PageGuard)],
 )

@@ -9,6 +9,7 @@ db.Database runs these statements; nothing else defines the table.
 from __future__ import annotations
 
 import base64
+import hashlib
 import datetime as dt
 import math
 import uuid
@@ -165,6 +166,8 @@ SCHEMA: tuple[str, ...] = (
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS source text",
 )
 
+# The schema's version: a database that carries it (storage/migrate.py) needs no DDL. Any change to SCHEMA changes it.
+SCHEMA_VERSION = hashlib.sha256("\n".join(SCHEMA).encode()).hexdigest()[:16]
 SCHEMA_LOCK_KEY = 421_950_001  # advisory lock: two processes migrating at once wait for each other
 
 INSERT_SQL = """

@@ -13,7 +13,11 @@ import yaml
 from tests.architecture import closure, graph, modules
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_ENV = {"POSTGRES_PASSWORD": "only-for-validation", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+COMPOSE_ENV = {
+    "POSTGRES_PASSWORD": "only-for-validation",
+    "APP_DB_PASSWORD": "only-for-validation-too",
+    "PATH": "/usr/bin:/bin:/usr/local/bin",
+}
 
 
 def compose() -> dict:
@@ -27,7 +31,7 @@ def dockerfile() -> str:
 def test_docker_compose_config_accepts_the_file() -> None:
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose not installed (apt-get install docker-compose)")
-    for args in (["config", "-q"], ["--profile", "https", "config", "-q"]):
+    for args in (["config", "-q"], ["--profile", "monitoring", "config", "-q"]):
         result = subprocess.run(["docker-compose", *args], cwd=ROOT, env=COMPOSE_ENV, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
 
@@ -35,15 +39,16 @@ def test_docker_compose_config_accepts_the_file() -> None:
 def test_compose_refuses_to_start_without_a_password() -> None:
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose not installed")
-    env = {"PATH": COMPOSE_ENV["PATH"]}
-    result = subprocess.run(["docker-compose", "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert result.returncode != 0 and "POSTGRES_PASSWORD" in result.stderr
+    for missing in ("POSTGRES_PASSWORD", "APP_DB_PASSWORD"):
+        env = {k: v for k, v in COMPOSE_ENV.items() if k != missing}
+        result = subprocess.run(["docker-compose", "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert result.returncode != 0 and missing in result.stderr
 
 
 def test_database_is_private_persistent_and_healthchecked() -> None:
     services = compose()["services"]
     database = services["db"]
-    assert database["image"].startswith("postgres:17")
+    assert re.fullmatch(r"postgres:17\.\d+", database["image"]), "pinned to a minor release"
     assert "ports" not in database, "the database port must not be published"
     assert any(v.startswith("pgdata:/var/lib/postgresql/data") for v in database["volumes"])
     assert "pgdata" in compose()["volumes"]
@@ -60,17 +65,47 @@ def test_app_waits_for_a_healthy_database_and_takes_credentials_from_env() -> No
         if key == "OPERATOR_PASSWORD":  # optional: unset means no operator view and no export
             assert value == "${OPERATOR_PASSWORD:-}", f"{key} must come from .env"
         elif "PASSWORD" in key:
-            assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?.*\}", value), f"{key} must come from .env"
+            assert re.fullmatch(r"\$\{(POSTGRES|APP_DB)_PASSWORD:\?.*\}", value), f"{key} must come from .env"
+    assert app["environment"]["POSTGRES_USER"] == "${APP_DB_USER:-mnist_app}", "its own role, not the superuser"
+    assert app["environment"]["POSTGRES_PASSWORD"].startswith("${APP_DB_PASSWORD:?")
 
 
 def test_caddy_is_the_only_door_and_the_app_scales() -> None:
     services = compose()["services"]
     caddy, app = services["caddy"], services["app"]
-    assert set(caddy["ports"]) == {"80:80", "443:443"}
+    assert set(caddy["ports"]) == {"80:80", "443:443", "443:443/udp"}, "HTTP/3 needs UDP 443"
     assert "./Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"], "the Caddyfile the replica test runs"
     assert caddy["environment"]["APP_UPSTREAMS"] == "dns", "every replica of `app`, found by DNS"
     assert "ports" not in app and "container_name" not in app, "a published port or a fixed name stops --scale"
     assert app["environment"]["SPOOL_DIR"] == "/app/data", "each replica claims its own spool in the volume"
+
+
+def test_every_service_rotates_its_logs_has_a_memory_limit_and_a_pinned_image() -> None:
+    services = compose()["services"]
+    assert {"db", "app", "caddy", "prometheus", "grafana"} <= set(services)
+    for name, service in services.items():
+        options = service["logging"]["options"]
+        assert service["logging"]["driver"] == "json-file" and options["max-size"] and options["max-file"], name
+        assert re.fullmatch(r"\d+m", service["mem_limit"]), name
+        if name != "app":
+            assert re.search(r":v?\d+\.\d+(\.\d+)?$", service["image"]), f"{name}: pinned by version"
+    assert "update:" in (ROOT / "Makefile").read_text(), "make update pulls them on purpose"
+
+
+def test_app_and_caddy_drop_capabilities_and_only_the_app_reaches_the_database() -> None:
+    services, networks = compose()["services"], compose()["networks"]
+    for name in ("app", "caddy"):
+        service = services[name]
+        assert service["cap_drop"] == ["ALL"] and "no-new-privileges:true" in service["security_opt"], name
+        assert service["read_only"] is True and "/tmp" in service["tmpfs"], name
+    assert services["caddy"]["cap_add"] == ["NET_BIND_SERVICE"]
+    on_backend = {name for name, service in services.items() if "backend" in service.get("networks", [])}
+    assert on_backend == {"db", "app"} and networks["backend"]["internal"] is True
+    assert "backend" not in services["caddy"]["networks"], "Caddy cannot reach the database"
+    assert str(services["app"]["deploy"]["replicas"]).startswith("${APP_REPLICAS"), "the replica count is persisted"
+    assert "/readyz" in " ".join(services["app"]["healthcheck"]["test"])
+    init = [v for v in services["db"]["volumes"] if "docker-entrypoint-initdb.d" in v]
+    assert init and init[0].startswith("./deploy/db-init.sh:"), "the app's role is made on an empty volume"
 
 
 def test_image_runs_as_non_root_with_a_healthcheck_and_cpu_torch() -> None:
@@ -78,7 +113,7 @@ def test_image_runs_as_non_root_with_a_healthcheck_and_cpu_torch() -> None:
     assert text.startswith("#") and "FROM python:3.11-slim" in text
     users = re.findall(r"^USER (\S+)", text, flags=re.M)
     assert users and users[-1] not in ("root", "0")
-    assert re.search(r"^HEALTHCHECK .*\n?.*_stcore/health", text, flags=re.M)
+    assert re.search(r"^HEALTHCHECK .*\n?.*/readyz", text, flags=re.M), "healthy means ready"
     assert "whl/cpu" in text
     assert "COPY models/model.pth" in text
 
@@ -108,17 +143,32 @@ def test_env_example_documents_every_variable_the_code_reads() -> None:
 
 
 def test_github_workflow_gates_on_evaluation_and_deploys_only_from_main() -> None:
-    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    text = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    workflow = yaml.safe_load(text)
     jobs = workflow["jobs"]
     assert {"lint", "typecheck", "test", "evaluate", "image", "deploy"} <= set(jobs)
     assert "postgres" in jobs["test"]["services"]
     gate = " ".join(step.get("run", "") for step in jobs["evaluate"]["steps"])
     assert "0.995" in gate
     deploy = jobs["deploy"]
-    assert "refs/heads/main" in deploy["if"] and set(deploy["needs"]) >= {"test", "evaluate"}
+    assert "refs/heads/main" in deploy["if"] and set(deploy["needs"]) >= {"test", "evaluate", "image"}
     script = deploy["steps"][-1]["run"]
     assert "secrets." not in script, "secrets reach the script through env, never inline"
-    assert "rolling back" in script and "Health.Status" in script
+    assert "$GITHUB_SHA $IMAGE" in script and deploy["steps"][-1]["env"]["IMAGE"] == "${{ needs.image.outputs.ref }}"
+
+
+def test_workflow_has_least_permissions_an_environment_and_actions_pinned_by_commit() -> None:
+    text = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    workflow = yaml.safe_load(text)
+    assert workflow["permissions"] == {"contents": "read"}
+    writers = {name for name, job in workflow["jobs"].items() if "write" in str(job.get("permissions", {}))}
+    assert writers == {"image"} and workflow["jobs"]["image"]["permissions"]["packages"] == "write"
+    deploy = workflow["jobs"]["deploy"]
+    assert deploy["environment"] == "production" and deploy["concurrency"]["cancel-in-progress"] is False
+    uses = re.findall(r"uses:\s*(\S+)", text)
+    assert uses and all(re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", ref) for ref in uses), uses
+    smoke = " ".join(step.get("run", "") for step in workflow["jobs"]["image"]["steps"])
+    assert "/readyz" in smoke and "--read-only" in smoke, "the image that ships is the image that was tested"
 
 
 def image_files() -> set[str]:

@@ -125,6 +125,7 @@ class Cluster:
         env = {
             **os.environ,
             "SITE_ADDRESS": self.url,
+            "PROXY_BIND_MODE": "listed",
             "PROXY_BIND": "127.0.0.1",
             "APP_UPSTREAMS": "static",
             "APP_STATIC": " ".join(f"127.0.0.1:{port}" for port in self.ports),
