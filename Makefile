@@ -103,6 +103,12 @@ prune: install ## Delete predictions older than DAYS days (with their images) wh
 up: ## docker compose up -d --build (needs .env: cp .env.example .env and set passwords)
 	$(COMPOSE) up -d --build
 
+backup: ## A verified dump (0600, retention, off-site with BACKUP_REMOTE) of the database; BACKUP_SOURCE=compose on the server
+	deploy/backup.sh backup
+
+restore-drill: ## Restore the newest dump into a throwaway database and compare it with the dump, row for row
+	deploy/backup.sh restore-drill
+
 update: ## Pull the pinned images (docker-compose.yml) and rebuild the app on a fresh base: upgrades happen on purpose
 	$(COMPOSE) pull db caddy
 	$(COMPOSE) --profile monitoring pull prometheus grafana
