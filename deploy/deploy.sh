@@ -15,6 +15,12 @@
 set -uo pipefail # no -e: every failure must reach the rollback, not end the script halfway
 
 APP_DIR=${APP_DIR:-$(cd "$(dirname "$0")/.." && pwd)}
+export APP_DIR
+# git checkout below rewrites this very file, and bash reads a script as it runs: run from a copy.
+if [ -z "${DEPLOY_RUNNING_COPY:-}" ]; then
+  copy=$(mktemp) && cp "$0" "$copy" && DEPLOY_RUNNING_COPY=$copy exec bash "$copy" "$@"
+fi
+trap 'rm -f "$DEPLOY_RUNNING_COPY"' EXIT
 READY_SECONDS=${READY_SECONDS:-300}
 POLL_SECONDS=${POLL_SECONDS:-5}
 IMAGE=mnist-digit-classifier
