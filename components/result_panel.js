@@ -55,13 +55,31 @@ function build(parentElement) {
     else if (button.classList.contains("submit")) root.send(root.picked);
     else pick(root, button.dataset.value === NOT_DIGIT ? NOT_DIGIT : Number(button.dataset.value));
   });
+  // A radio group as the ARIA pattern has it: one Tab stop (the picked radio, else the first), and the arrow keys,
+  // Home and End move the choice along the eleven.
+  root.querySelector(".picker").addEventListener("keydown", (event) => {
+    const radios = [...root.querySelectorAll("[role=radio]")];
+    const at = radios.indexOf(event.target);
+    const moves = { ArrowRight: at + 1, ArrowDown: at + 1, ArrowLeft: at - 1, ArrowUp: at - 1, Home: 0,
+      End: radios.length - 1 };
+    if (at < 0 || !(event.key in moves)) return;
+    event.preventDefault();
+    const next = radios[(moves[event.key] + radios.length) % radios.length];
+    pick(root, next.dataset.value === NOT_DIGIT ? NOT_DIGIT : Number(next.dataset.value));
+    next.focus();
+  });
   parentElement.appendChild(root);
   return root;
 }
 
 function pick(root, value) {
   root.picked = value;
-  root.querySelectorAll("[role=radio]").forEach((radio) =>
-    radio.setAttribute("aria-checked", String(radio.dataset.value === String(value))));
+  const radios = [...root.querySelectorAll("[role=radio]")];
+  const none = !radios.some((radio) => radio.dataset.value === String(value));
+  radios.forEach((radio, n) => {
+    const checked = radio.dataset.value === String(value);
+    radio.setAttribute("aria-checked", String(checked));
+    radio.tabIndex = checked || (none && n === 0) ? 0 : -1;  // one Tab stop for the group
+  });
   root.querySelector(".submit").disabled = value === null || value === undefined;
 }

@@ -169,7 +169,7 @@ def test_uploaded_png_goes_through_the_same_flow(chromium: Any, app_url: str, ap
     ImageDraw.Draw(image).line([(60, 50), (180, 50), (110, 200)], fill="black", width=18)  # a "7" in ink
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    page = open_page(chromium, app_url)
+    page = open_page(chromium, app_url, viewport=LAPTOP)  # 1280x800: the answer in the first screenful
     page.get_by_role("radio", name="Upload").click()
     page.locator("input[type=file]").set_input_files(
         files=[{"name": "seven.png", "mimeType": "image/png", "buffer": buffer.getvalue()}]
@@ -177,6 +177,8 @@ def test_uploaded_png_goes_through_the_same_flow(chromium: Any, app_url: str, ap
     page.get_by_role("button", name="Predict", exact=True).last.click()
     page.wait_for_timeout(300)
     assert browser.metric_value(page, "Prediction") == "7"
+    box = page.locator('[data-testid="stMetric"]').first.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= page.viewport_size["height"], "the answer, unscrolled"
     assert newest_row(app_db)[1] == 7  # type: ignore[index]
     page.context.close()
 
@@ -279,6 +281,36 @@ def test_answer_and_confidence_are_in_the_first_screenful(
     ):
         box = element.bounding_box()
         assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], box
+    if not phone:  # on a laptop the feedback too: confirm, or pick the true digit and submit, without scrolling
+        for element in (
+            page.get_by_role("button", name="Yes, it's 7"),
+            page.get_by_role("radio", name="Not a digit"),
+            page.get_by_role("button", name="Submit label"),
+        ):
+            box = element.bounding_box()
+            assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], box
     browser.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(browser.ARTIFACTS / f"first-screenful-{viewport['width']}x{viewport['height']}.png"))
+    page.context.close()
+
+
+def test_the_true_digit_is_one_radio_group_the_arrow_keys_move_through(chromium: Any, app_url: str) -> None:
+    page = open_page(chromium, app_url, viewport=LAPTOP)
+    browser.mouse_strokes(page, browser.DIGITS[7])
+    assert predict(page) == "7"
+    group = page.get_by_role("radiogroup", name="No, the true digit is")
+    radios = group.get_by_role("radio")
+    radios.first.wait_for()
+    assert radios.count() == 11
+    stops = [radios.nth(n).get_attribute("tabindex") for n in range(11)]
+    assert stops.count("0") == 1, f"one Tab stop for the group: {stops}"
+    radios.first.focus()
+    for key in ("ArrowRight", "ArrowRight", "ArrowLeft", "ArrowDown", "ArrowDown"):
+        page.keyboard.press(key)
+    checked = group.get_by_role("radio", checked=True)
+    assert checked.count() == 1 and checked.inner_text() == "3"
+    assert checked.evaluate("e => e.getRootNode().activeElement === e"), "focus moves with the choice"
+    page.keyboard.press("End")
+    assert group.get_by_role("radio", checked=True).inner_text() == "Not a digit"
+    assert page.get_by_role("button", name="Submit label").is_enabled()
     page.context.close()

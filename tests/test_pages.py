@@ -93,3 +93,25 @@ def test_the_page_follows_a_dark_preference_and_still_reads_the_drawing(
         page.screenshot(path=str(SCREENSHOTS / f"dark-{'phone' if phone else 'laptop'}.png"))
     assert serious_violations(page) == []
     context.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_draw_with_an_answer_and_upload_have_no_serious_violations(
+    chromium: Any, app_url: str, viewport: dict[str, int], scheme: str
+) -> None:
+    phone = viewport["width"] < 640
+    context = chromium.new_context(viewport=viewport, has_touch=phone, is_mobile=phone, color_scheme=scheme)
+    page = context.new_page()
+    page.goto(app_url)
+    browser.canvas_box(page)
+    page.wait_for_timeout(300)
+    (browser.touch_strokes if phone else browser.mouse_strokes)(page, browser.NOT_DIGITS["A"])
+    page.get_by_role("button", name="Predict", exact=True).first.click()
+    assert browser.metric_value(page, "Prediction") == "This doesn't look like a digit"
+    page.get_by_text("Was it right?").wait_for(timeout=15_000)
+    assert serious_violations(page) == [], "Draw, with an answer and the feedback controls"
+    page.goto(app_url + "/upload")
+    page.get_by_text("A photo or scan of one handwritten digit").wait_for(timeout=30_000)
+    assert serious_violations(page) == [], "Upload"
+    context.close()
