@@ -18,7 +18,6 @@ provisional negative id; feedback given to it follows it into the table.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import json
 import logging
@@ -44,6 +43,8 @@ from storage.schema import (
     SOURCES,
     UnknownPrediction,
     check_request_id,
+    insert_params,
+    label_params,
     label_record,
     prediction_record,
 )
@@ -215,38 +216,10 @@ class Database(Reads):
         """Apply one write (fresh or replayed) inside a transaction; the id of the affected row, or None."""
         self._ensure_schema_in(cur)
         if record["op"] == "insert":
-            image = base64.b64decode(record["image"]) if record.get("image") is not None else None
-            cur.execute(
-                INSERT_SQL,
-                (
-                    record["created_at"],
-                    record["predicted_digit"],
-                    record["confidence"],
-                    record["probabilities"],
-                    psycopg2.Binary(image) if image is not None else None,
-                    record["model_version"],
-                    record["request_id"],
-                    record.get("true_label"),
-                    record.get("inference_ms"),  # spools from before these columns have none
-                    record.get("is_digit"),
-                    record.get("not_digit_score"),
-                    record.get("visitor"),
-                    record.get("source"),
-                ),
-            )
+            cur.execute(INSERT_SQL, insert_params(record))
         else:
-            # Spools written before labels carried their time are replayed at the replay's time.
-            at = record.get("labelled_at") or dt.datetime.now(dt.timezone.utc).isoformat()
             by_request = bool(record.get("request_id"))
-            cur.execute(
-                LABEL_BY_REQUEST_SQL if by_request else LABEL_BY_ID_SQL,
-                {
-                    "label": record["true_label"],
-                    "not_digit": bool(record.get("not_digit")),
-                    "at": at,
-                    "key": record["request_id"] if by_request else record["id"],
-                },
-            )
+            cur.execute(LABEL_BY_REQUEST_SQL if by_request else LABEL_BY_ID_SQL, label_params(record))
         row = cur.fetchone()
         return int(row["id"]) if row else None
 

@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg2
+
 from inference.labels import CLASSES, NOT_A_DIGIT, NOT_DIGIT
 
 __all__ = ["NOT_A_DIGIT", "NOT_DIGIT", "NUM_CLASSES"]  # the answers as the rest of storage/ sees them
@@ -297,6 +299,38 @@ def prediction_record(
         "not_digit_score": None if not_digit_score is None else check_probability("not_digit_score", not_digit_score),
         "visitor": check_visitor(visitor),
         "source": check_source(source),
+    }
+
+
+def insert_params(record: dict[str, Any]) -> tuple[Any, ...]:
+    """INSERT_SQL's parameters for a prediction record (fresh, or replayed from a spool of any age)."""
+    image = base64.b64decode(record["image"]) if record.get("image") is not None else None
+    return (
+        record["created_at"],
+        record["predicted_digit"],
+        record["confidence"],
+        record["probabilities"],
+        psycopg2.Binary(image) if image is not None else None,
+        record["model_version"],
+        record["request_id"],
+        record.get("true_label"),
+        record.get("inference_ms"),  # spools from before these columns have none
+        record.get("is_digit"),
+        record.get("not_digit_score"),
+        record.get("visitor"),
+        record.get("source"),
+    )
+
+
+def label_params(record: dict[str, Any]) -> dict[str, Any]:
+    """LABEL_SQL's parameters for a label record; the row is named by request id when it has one."""
+    by_request = bool(record.get("request_id"))
+    return {
+        "label": record["true_label"],
+        "not_digit": bool(record.get("not_digit")),
+        # Spools written before labels carried their time are replayed at the replay's time.
+        "at": record.get("labelled_at") or dt.datetime.now(dt.timezone.utc).isoformat(),
+        "key": record["request_id"] if by_request else record["id"],
     }
 
 
