@@ -39,9 +39,10 @@ def app_url(app_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         yield url
 
 
-def opened_by_address(chromium: Any, url: str, viewport: dict[str, int]) -> Any:
+def opened_by_address(chromium: Any, url: str, viewport: dict[str, int], scheme: str = "light") -> Any:
     phone = viewport["width"] < 640
-    page = chromium.new_context(viewport=viewport, has_touch=phone, is_mobile=phone).new_page()
+    context = chromium.new_context(viewport=viewport, has_touch=phone, is_mobile=phone, color_scheme=scheme)
+    page = context.new_page()
     page.goto(url)
     page.get_by_role("radio", name="Stats").first.wait_for(timeout=30_000)  # the page bar is there
     page.wait_for_timeout(1_500)  # charts and tables finish rendering
@@ -64,10 +65,13 @@ def test_a_page_opened_by_its_address_keeps_the_phone_layout(chromium: Any, app_
     page.context.close()
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
 @pytest.mark.parametrize("path", ["/history", "/stats"])
-def test_no_serious_accessibility_violations(chromium: Any, app_url: str, path: str, viewport: dict[str, int]) -> None:
-    page = opened_by_address(chromium, app_url + path, viewport)
+def test_no_serious_accessibility_violations(
+    chromium: Any, app_url: str, path: str, viewport: dict[str, int], scheme: str
+) -> None:
+    page = opened_by_address(chromium, app_url + path, viewport, scheme)
     assert serious_violations(page) == []
     page.context.close()
 
