@@ -119,3 +119,29 @@ def test_draw_with_an_answer_and_upload_have_no_serious_violations(
     page.get_by_text("A photo or scan of one handwritten digit").wait_for(timeout=30_000)
     assert serious_violations(page) == [], "Upload"
     context.close()
+
+
+def test_on_a_phone_the_table_s_toolbar_covers_no_control(chromium: Any, app_url: str) -> None:
+    context = chromium.new_context(viewport=PHONE, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    page.goto(app_url)
+    browser.canvas_box(page)
+    page.wait_for_timeout(300)
+    browser.touch_strokes(page, browser.DIGITS[7])
+    page.get_by_role("button", name="Predict", exact=True).first.click()
+    assert browser.metric_value(page, "Prediction") == "7"
+    page.get_by_role("radio", name="History").click()
+    table = page.locator('[data-testid="stDataFrame"]').first
+    table.wait_for(timeout=30_000)
+    table.tap()  # the toolbar shows on touch
+    toolbar = page.locator('[data-testid="stElementToolbar"]').first
+    toolbar.wait_for(timeout=10_000)
+    bar = toolbar.bounding_box()
+    assert bar is not None
+    selects = page.locator('[data-testid="stSelectbox"]')
+    for n in range(selects.count()):
+        box = selects.nth(n).bounding_box()
+        assert box is not None
+        apart = bar["y"] >= box["y"] + box["height"] or box["y"] >= bar["y"] + bar["height"]
+        assert apart or bar["x"] >= box["x"] + box["width"], f"the toolbar {bar} covers a selector {box}"
+    context.close()
