@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import os
 import time
 from pathlib import Path
 from collections.abc import Callable
@@ -63,12 +62,6 @@ result_panel = st.components.v2.component(
     css=(COMPONENTS_DIR / "result_panel.css").read_text(),
     js=(COMPONENTS_DIR / "result_panel.js").read_text(),
 )
-
-
-def page_style(key: str) -> None:
-    """components/page.css on the document and canvas_fix.css in every canvas (one element with no UI of its own),
-    for a page that may be the first one opened."""
-    canvas_style_fix(key=key, data={"css": CANVAS_STYLE, "pageCss": PAGE_STYLE})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -290,8 +283,6 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
 
 @st.fragment
 def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
-    # The page style (components/page.css) for someone who opens /upload first; no canvas here to patch.
-    page_style("upload-style-fix")
     st.write("A photo or scan of one handwritten digit (dark ink on light paper, or light on dark), cropped close.")
     upload = st.file_uploader("Image", type=["png", "jpg", "jpeg", "gif", "bmp", "webp"], key="upload")
     if upload is None:
@@ -346,9 +337,8 @@ def main() -> None:
     # The h1 of st.title, as markdown: Streamlit's frontend renders every element again at each step of a rerun, and
     # its heading element costs more to render than a markdown h1.
     st.markdown("# MNIST Digit Classifier")
-    model_path = os.environ.get("MODEL_PATH") or str(utils.DEFAULT_MODEL_PATH)
     try:
-        checkpoint = get_checkpoint(model_path)
+        checkpoint = get_checkpoint(resources.model_path())
     except utils.ModelLoadError as exc:
         st.error(f"The model could not be loaded. {exc}")
         st.stop()
@@ -357,7 +347,6 @@ def main() -> None:
     def draw_page() -> None:
         # Outside the fragment: a Predict rerun does not re-send them (the pen width is read from the session).
         st.slider("Pen width", *PEN_WIDTH, key="pen_width")
-        page_style("canvas-style-fix")
         draw_section(checkpoint, database)
 
     # Only the open page runs, and opening one runs it afresh: History and Stats always show the latest rows.
@@ -378,8 +367,9 @@ def main() -> None:
     ]
     current = st.navigation(pages, position="hidden")  # each page keeps its own URL (/upload, /history, ...)
     page_switcher(pages, current)
-    if current.url_path in ("history", "stats"):  # opened by its address: the same title and page bar on a phone
-        page_style("page-style-fix")
+    # components/page.css on the document and canvas_fix.css in every canvas, for whichever page is opened first (by
+    # its address too): one element with no UI of its own, outside the fragments, kept across page switches.
+    canvas_style_fix(key="page-style-fix", data={"css": CANVAS_STYLE, "pageCss": PAGE_STYLE})
     if not database_ready(database):
         st.warning(
             "The database is unreachable: predictions still work and are saved locally; "
