@@ -36,15 +36,13 @@ from storage.pool import DatabaseUnavailable
 from storage.reads import Reads
 from storage.schema import (
     INSERT_SQL,
-    LABEL_BY_ID_SQL,
-    LABEL_BY_REQUEST_SQL,
     NOT_A_DIGIT,
     PRUNE_SQL,
     SOURCES,
     UnknownPrediction,
     check_request_id,
     insert_params,
-    label_params,
+    label_statement,
     label_record,
     prediction_record,
 )
@@ -218,8 +216,7 @@ class Database(Reads):
         if record["op"] == "insert":
             cur.execute(INSERT_SQL, insert_params(record))
         else:
-            by_request = bool(record.get("request_id"))
-            cur.execute(LABEL_BY_REQUEST_SQL if by_request else LABEL_BY_ID_SQL, label_params(record))
+            cur.execute(*label_statement(record))
         row = cur.fetchone()
         return int(row["id"]) if row else None
 

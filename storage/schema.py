@@ -322,10 +322,10 @@ def insert_params(record: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def label_params(record: dict[str, Any]) -> dict[str, Any]:
-    """LABEL_SQL's parameters for a label record; the row is named by request id when it has one."""
+def label_statement(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The UPDATE and its parameters for a label record; the row is named by request id when it has one."""
     by_request = bool(record.get("request_id"))
-    return {
+    return LABEL_BY_REQUEST_SQL if by_request else LABEL_BY_ID_SQL, {
         "label": record["true_label"],
         "not_digit": bool(record.get("not_digit")),
         # Spools written before labels carried their time are replayed at the replay's time.
