@@ -3,8 +3,10 @@
     curl -s http://127.0.0.1:8501/readyz     # 200 {"ready": true, ...}, or 503 and which part failed
 
 Ready means the model is loaded and the database answers with the schema in place (spooled writes replayed). Each
-check is bounded (READY_TIMEOUT seconds in all), so a hung database gives a 503, never a hung probe. The deploy
-gate, the Compose healthcheck and Caddy's health checks use it; /_stcore/health stays Streamlit's liveness.
+check is bounded (READY_TIMEOUT seconds), so a hung database gives a 503, never a hung probe. The deploy script,
+the image's and Compose's healthchecks and CI's smoke test use it; /_stcore/health stays Streamlit's liveness,
+which Caddy checks (every replica shares one database: routing on its readiness would turn a database outage
+into a full one while each replica can still answer and spool).
 """
 
 from __future__ import annotations
