@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import psycopg2
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 import utils
 from tools import browser, pg, replicas
@@ -100,9 +101,12 @@ def replica_counts(ports: list[int]) -> list[float]:
             text = response.read().decode()
         counts.append(
             sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith("mnist_predictions_total{") and 'source="api"' in line and "refused" not in line
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "mnist_predictions_total"
+                and sample.labels["source"] == "api"
+                and sample.labels["outcome"] != "refused"
             )
         )
     return counts
