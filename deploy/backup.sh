@@ -43,9 +43,11 @@ restore_tool() { # pg_restore on a dump file (stdin), here or in the db containe
   if [ "$BACKUP_SOURCE" = compose ]; then (cd "$APP_DIR" && docker compose exec -T db pg_restore "$@"); else pg_restore "$@"; fi
 }
 
-dump_rows() { # the predictions rows a dump holds (its COPY section's lines)
-  restore_tool --data-only --table=predictions --file=- < "$1" | awk '/^COPY public.predictions /{on=1; next} /^\\\.$/{on=0} on{n++} END{print n+0}'
+dump_copy() { # the predictions rows a dump holds, as its COPY section has them (one line a row)
+  restore_tool --data-only --table=predictions --file=- < "$1" | awk '/^COPY public.predictions /{on=1; next} /^\\\.$/{on=0} on'
 }
+
+dump_rows() { dump_copy "$1" | wc -l; }
 
 backup() {
   mkdir -p "$BACKUP_DIR" && chmod 700 "$BACKUP_DIR" || fail "cannot create $BACKUP_DIR"
@@ -88,8 +90,7 @@ restore_drill() { # the newest dump into a throwaway database on the same server
   else
     pg_restore --single-transaction --exit-on-error --no-owner --dbname="$(drill_dsn "$drill")" "$file"
   fi || { drop_drill "$drill"; fail "pg_restore of $file failed"; }
-  dumped=$(restore_tool --data-only --table=predictions --file=- < "$file" \
-    | awk '/^COPY public.predictions /{on=1; next} /^\\\.$/{on=0} on' | md5sum | cut -d' ' -f1)
+  dumped=$(dump_copy "$file" | md5sum | cut -d' ' -f1)
   restored=$(drill_copy "$drill" | md5sum | cut -d' ' -f1)
   rows=$(dump_rows "$file")
   drop_drill "$drill"
