@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from inference.labels import CLASSES
 
@@ -138,8 +139,23 @@ def save_checkpoint(model: MNISTClassifier, meta: dict[str, Any], path: str | Pa
     torch.save({"state_dict": state, "config": dict(model.config), "meta": meta}, Path(path))
 
 
-def load_checkpoint(model_path: str | Path = DEFAULT_MODEL_PATH) -> Checkpoint:
-    """Load a checkpoint safely (`weights_only=True`) into an eval-mode model, or raise `ModelLoadError`."""
+def fuse_batch_norm(model: MNISTClassifier) -> MNISTClassifier:
+    """Fold each batch norm into the conv or dense layer before it (eval mode: BN is a fixed affine map), in place:
+    the same answers to float rounding, a seventh less time per image. For serving only: the fused state_dict no
+    longer fits a fresh `MNISTClassifier`, so training paths load without it."""
+    for block in (model.features, model.classifier):
+        layers = list(block)
+        for k, (layer, after) in enumerate(zip(layers, layers[1:])):
+            if isinstance(layer, nn.Conv2d) and isinstance(after, nn.BatchNorm2d):
+                block[k], block[k + 1] = fuse_conv_bn_eval(layer, after), nn.Identity()
+            elif isinstance(layer, nn.Linear) and isinstance(after, nn.BatchNorm1d):
+                block[k], block[k + 1] = fuse_linear_bn_eval(layer, after), nn.Identity()
+    return model
+
+
+def load_checkpoint(model_path: str | Path = DEFAULT_MODEL_PATH, fused: bool = False) -> Checkpoint:
+    """Load a checkpoint safely (`weights_only=True`) into an eval-mode model, or raise `ModelLoadError`; `fused`
+    folds its batch norms for serving (`fuse_batch_norm`)."""
     path = Path(model_path)
     fix = "Run `make train` to create it (or `git checkout models/model.pth` to restore the shipped one)."
     if not path.is_file():
@@ -159,6 +175,8 @@ def load_checkpoint(model_path: str | Path = DEFAULT_MODEL_PATH) -> Checkpoint:
     except (TypeError, KeyError, RuntimeError, ValueError) as exc:
         raise ModelLoadError(f"Model file {path} does not fit MNISTClassifier ({exc}). {fix}") from exc
     model.eval()
+    if fused:
+        fuse_batch_norm(model)
     # Channels-last: the layout oneDNN's CPU convolutions run fastest in, for one image as for a batch.
     model = model.to(memory_format=torch.channels_last)
     version = hashlib.sha256(blob).hexdigest()[:12]

@@ -44,7 +44,7 @@ def checkpoint(path: str | None = None) -> Checkpoint:
         if key not in _checkpoints:
             # One intra-op thread: steadier latency when the other core serves another request (BENCHMARKS.md).
             torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
-            _checkpoints[key] = load_checkpoint(path)
+            _checkpoints[key] = load_checkpoint(path, fused=True)
         return _checkpoints[key]
 
 

@@ -42,6 +42,19 @@ def test_shipped_model_reaches_the_bar_and_its_recorded_accuracy_is_true(
     assert report["accuracy"] >= 0.996
 
 
+def test_serving_folds_batch_norm_and_answers_as_the_checkpoint_does(mnist_test_split) -> None:
+    plain = utils.load_checkpoint().model
+    fused = utils.load_model()
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules()), "training paths keep batch norm"
+    images = mnist_test_split.images[:500].contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        expected, got = plain(images), fused(images)
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    assert fused.reject_threshold == plain.reject_threshold and fused.temperature == plain.temperature
+
+
 def test_missing_model_file_names_the_file_and_the_fix(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pth"
     with pytest.raises(utils.ModelLoadError, match=r"nope\.pth not found.*make train"):

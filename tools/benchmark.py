@@ -63,6 +63,11 @@ def bench_inference() -> dict[str, Any]:
         results[f"preprocess+classify, {threads} thread(s)"] = percentiles(timed(run, 2000))
     torch.set_num_threads(1)
     results["preprocess only"] = percentiles(timed(lambda: utils.preprocess_image(canvas), 2000))
+    unfused = utils.load_checkpoint(utils.DEFAULT_MODEL_PATH).model  # batch norms kept, as training sees it
+    timed(lambda: utils.classify(unfused, canvas), 50)
+    results["preprocess+classify, 1 thread, batch norm not folded"] = percentiles(
+        timed(lambda: utils.classify(unfused, canvas), 2000)
+    )
     return results
 
 
