@@ -1,6 +1,5 @@
 """A second not-a-digit score from the model's feature space: how far an input's features lie from every digit class
-(the Mahalanobis distance of Lee et al. 2018, with one covariance shared by the classes), or from the nearest
-training digits (the k-th nearest neighbour of Sun et al. 2022, on unit-length features).
+(the Mahalanobis distance of Lee et al. 2018, with one covariance shared by the classes).
 
     python -m training.leave_out --digits data/runs/<run>/digits.pth    # compares it with the 11th output, per fold
 
@@ -59,31 +58,6 @@ def fit_distance(model: MNISTClassifier, images: torch.Tensor, labels: torch.Ten
     covariance = centred.T @ centred / len(feats)
     covariance += SHRINK * np.trace(covariance) / len(covariance) * np.eye(len(covariance))
     return Distance(means, np.linalg.inv(covariance))
-
-
-NEIGHBOUR_K = 10  # Sun et al. take k = 1 % of the reference set or less: with 10,000 digits, the 10th
-
-
-@dataclass
-class Neighbours:
-    """Unit-length features (N, hidden) of training digits; an input's score is one minus its cosine similarity
-    to the k-th nearest of them (no class, no Gaussian assumed)."""
-
-    reference: np.ndarray
-    k: int = NEIGHBOUR_K
-
-    def score(self, feats: np.ndarray) -> np.ndarray:
-        unit = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-        out = []
-        for start in range(0, len(unit), BATCH):
-            similarity = unit[start : start + BATCH] @ self.reference.T  # (batch, reference)
-            out.append(1.0 - np.partition(similarity, -self.k, axis=1)[:, -self.k])
-        return np.concatenate(out)
-
-
-def fit_neighbours(model: MNISTClassifier, images: torch.Tensor) -> Neighbours:
-    feats = features(model, images)
-    return Neighbours(feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12))
 
 
 def rank_against(reference: np.ndarray, values: np.ndarray) -> np.ndarray:

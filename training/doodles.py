@@ -71,7 +71,7 @@ def face(rng: np.random.Generator) -> Doodle:
 def animal_face(rng: np.random.Generator) -> Doodle:
     """A cat, bear or pig: a face with ears, whiskers or a snout."""
     strokes, aspect = face(rng)
-    kind = int(rng.integers(4))
+    kind = int(rng.integers(3))
     if kind == 0:  # cat ears and whiskers
         strokes += [[(0.12, 0.3), (0.18, -0.05), (0.38, 0.07)], [(0.62, 0.07), (0.82, -0.05), (0.88, 0.3)]]
         strokes += [[(0.25, 0.6 + d), (-0.05, 0.55 + 2 * d)] for d in (-0.04, 0.04)]
@@ -110,12 +110,12 @@ def cloud(rng: np.random.Generator) -> Doodle:
     strokes = [bumpy(0.5, 0.55, 0.5, 0.42, int(rng.integers(4, 9)), _u(rng, 0.2, 0.4), rng.random() < 0.6)]
     if rng.random() < 0.35:  # rain
         strokes += [[(x, 1.05), (x - 0.05, 1.25)] for x in np.linspace(0.25, 0.75, int(rng.integers(2, 5)))]
-    return strokes, (1.0, 2.0)  # a round cloud too: people rarely draw it as flat as a real one
+    return strokes, (1.3, 2.0)
 
 
 def tree(rng: np.random.Generator) -> Doodle:
     """A tree: a crown (bumpy, a pine of stacked triangles, or a round one with branches) on a trunk."""
-    kind = int(rng.integers(4))
+    kind = int(rng.integers(3))
     trunk = [[(0.42, 0.62), (0.42, 1.0)], [(0.58, 0.62), (0.58, 1.0)], [(0.42, 1.0), (0.58, 1.0)]]
     if kind == 0:
         crown = [bumpy(0.5, 0.33, 0.45, 0.33, int(rng.integers(5, 10)), _u(rng, 0.2, 0.35), False)]
@@ -123,12 +123,9 @@ def tree(rng: np.random.Generator) -> Doodle:
         tiers = int(rng.integers(2, 4))
         crown = [[(0.5, 0.62 * k / tiers), (0.95, 0.62 * (k + 1) / tiers + 0.05),
                   (0.05, 0.62 * (k + 1) / tiers + 0.05), (0.5, 0.62 * k / tiers)] for k in range(tiers)]  # fmt: skip
-    elif kind == 2:
+    else:
         crown = [bumpy(0.5, 0.33, 0.45, 0.33, int(rng.integers(7, 12)), 0.12, False)]
         crown += [[(0.5, 0.7), (0.5, 0.35), (0.3, 0.2)], [(0.5, 0.45), (0.72, 0.28)]]
-    else:  # a smooth round crown on an open trunk: two lines, no ground
-        crown = [arc(0.5, 0.35, 0.47, 0.35, 100, 440, 20)]
-        trunk = trunk[:2]
     if rng.random() < 0.4:  # fruit or a ground line
         crown += [dot(_u(rng, 0.25, 0.75), _u(rng, 0.2, 0.5)) for _ in range(int(rng.integers(2, 5)))]
     return crown + trunk, (0.6, 1.0)
@@ -147,21 +144,13 @@ def flower(rng: np.random.Generator) -> Doodle:
     return strokes, (0.7, 1.0)
 
 
-def note_head(rng: np.random.Generator, cx: float, cy: float, rx: float, ry: float) -> list[Stroke]:
-    """Filled, or an open oval (people draw both)."""
-    return filled(cx, cy, rx, ry) if rng.random() < 0.6 else [arc(cx, cy, rx, ry, 0, 360, 12)]
-
-
 def note(rng: np.random.Generator) -> Doodle:
-    """A musical note: a head, a stem and a flag (straight or curled), or two notes beamed."""
+    """A musical note: a filled head, a stem and a flag, or two notes beamed."""
     if rng.random() < 0.5:
-        strokes = note_head(rng, 0.3, 0.85, 0.25, 0.15) + [[(0.54, 0.85), (0.54, 0.0)]]
-        if rng.random() < 0.5:
-            strokes.append([(0.54, 0.0), (0.85, 0.25), (0.9, 0.45)])
-        else:
-            strokes.append(arc(0.7, 0.2, 0.16, 0.2, 180, 330, 8))
+        strokes = filled(0.3, 0.85, 0.25, 0.15) + [[(0.54, 0.85), (0.54, 0.0)]]
+        strokes.append([(0.54, 0.0), (0.85, 0.25), (0.9, 0.45)])
         return strokes, (0.4, 0.65)
-    strokes = note_head(rng, 0.15, 0.85, 0.14, 0.12) + note_head(rng, 0.75, 0.75, 0.14, 0.12)
+    strokes = filled(0.15, 0.85, 0.14, 0.12) + filled(0.75, 0.75, 0.14, 0.12)
     strokes += [[(0.29, 0.85), (0.29, 0.1)], [(0.89, 0.75), (0.89, 0.0)], [(0.29, 0.1), (0.89, 0.0)]]
     return strokes, (0.8, 1.1)
 

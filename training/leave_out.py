@@ -8,9 +8,8 @@ The non-digit families (training.negatives.GROUPS) and the digit styles (trainin
 into folds. Each fold reruns stage 2 of the recipe (train.py --init-from the run's stage-1 `digits.pth`, which saw
 MNIST only) with its groups left out of training and out of the validation set its thresholds are chosen on, then
 measures those groups. Every method is judged on the same fold models at a threshold that keeps 99.95 % of the
-validation digits: the 11th output alone, the confidence alone (the baseline), the two feature-space scores of
-training.distance alone (Mahalanobis distance, k-th nearest training digit), and the 11th output combined with
-each. "compositions" (training/compositions.py) is in every fold's training: it is the method, not a family.
+validation digits: the 11th output alone, the confidence alone (the baseline), the feature distance alone
+(training.distance) and the 11th output and the distance combined.
 """
 
 from __future__ import annotations
@@ -46,32 +45,16 @@ FOLD_STYLE_DIGITS = 1_200
 FOLD_SEED = 4_242
 DISTANCE_FIT = 10_000  # MNIST training digits the class means and covariance come from
 RESULTS = PROJECT_DIR / "models" / "leave_out.json"
-METHODS = (
-    "11th output",
-    "confidence only",
-    "feature distance",
-    "nearest digits",
-    "11th output + distance",
-    "11th output + nearest",
-)
-COMBINED = {"11th output + distance": "feature distance", "11th output + nearest": "nearest digits"}
+METHODS = ("11th output", "confidence only", "feature distance", "11th output + distance")
 CARD = PROJECT_DIR / "models" / "README.md"
 MARKERS = ("<!-- leave-out:start -->", "<!-- leave-out:end -->")
 
 
-Fitted = tuple[distance.Distance, distance.Neighbours]
-
-
-def method_scores(model: MNISTClassifier, images: torch.Tensor, fitted: Fitted) -> dict[str, np.ndarray]:
-    """Each method's not-a-digit score (higher: less like a digit); the combined ones are filled in by `judge`."""
+def method_scores(model: MNISTClassifier, images: torch.Tensor, fitted: distance.Distance) -> dict[str, np.ndarray]:
+    """Each method's not-a-digit score (higher: less like a digit); the combined one is filled in by `judge`."""
     digit_probs, not_digit = scores(model, images)
-    feats = distance.features(model, images)
-    return {
-        "11th output": not_digit,
-        "confidence only": 1.0 - digit_probs.max(axis=1),
-        "feature distance": fitted[0].score(feats),
-        "nearest digits": fitted[1].score(feats),
-    }
+    far = fitted.score(distance.features(model, images))
+    return {"11th output": not_digit, "confidence only": 1.0 - digit_probs.max(axis=1), "feature distance": far}
 
 
 def keeping(reference: np.ndarray, keep: float = KEEP_DIGITS) -> float:
@@ -87,11 +70,7 @@ def judge(model: MNISTClassifier, fold: tuple[str, ...], recipe: Recipe) -> dict
     seed, size = recipe.seed, recipe.check_size
     full_train, test, _ = load_mnist(recipe.data_dir)
     train_split, val = split_validation(full_train, VALIDATION_SIZE, seed)
-    fit_images = train_split.images[:DISTANCE_FIT]
-    fitted = (
-        distance.fit_distance(model, fit_images, train_split.labels[:DISTANCE_FIT]),
-        distance.fit_neighbours(model, fit_images),
-    )
+    fitted = distance.fit_distance(model, train_split.images[:DISTANCE_FIT], train_split.labels[:DISTANCE_FIT])
     val_images, _ = validation_inputs(Split(val.images[: size(len(val))], val.labels[: size(len(val))]), seed)
     negative_groups = tuple(g for g in GROUPS if g in fold)
     style_groups = tuple(g for g in STYLE_GROUPS if g in fold)
@@ -100,10 +79,9 @@ def judge(model: MNISTClassifier, fold: tuple[str, ...], recipe: Recipe) -> dict
     reference = method_scores(model, val_images, fitted)
     held = method_scores(model, negatives, fitted)
     digits = method_scores(model, styled, fitted)
-    for name, other in COMBINED.items():
-        pair = (reference["11th output"], reference[other])
-        for table in (reference, held, digits):
-            table[name] = distance.combined(pair, (table["11th output"], table[other]))
+    pair = (reference["11th output"], reference["feature distance"])
+    for table in (reference, held, digits):
+        table["11th output + distance"] = distance.combined(pair, (table["11th output"], table["feature distance"]))
     right = scores(model, styled)[0].argmax(axis=1) == labels.numpy()
     figures: dict[str, Any] = {"groups": list(fold), "negatives": len(kinds), "style_digits": len(style_kinds)}
     for method in METHODS:
@@ -123,19 +101,15 @@ def share_by(hits: np.ndarray, kinds: list[str]) -> dict[str, float]:
     return {name: float(hits[[k == name for k in kinds]].mean()) for name in sorted(set(kinds))}
 
 
-def run_folds(
-    digits: Path, recipe: Recipe, folds: tuple[tuple[str, ...], ...] = FOLDS, rejudge: bool = False
-) -> list[dict[str, Any]]:
-    """Stage 2 once per fold (untracked: a fold model is evidence, not a candidate), then `judge`; `rejudge`
-    judges the fold models an earlier run left instead of training them again."""
+def run_folds(digits: Path, recipe: Recipe, folds: tuple[tuple[str, ...], ...] = FOLDS) -> list[dict[str, Any]]:
+    """Stage 2 once per fold (untracked: a fold model is evidence, not a candidate), then `judge`."""
     device = pick_device(recipe.device)
     results = []
     for k, fold in enumerate(folds, start=1):
         out = (DATA_ROOT / "dry-run" if recipe.dry_run else DATA_ROOT / "leave-out") / f"fold-{k}" / "model.pth"
         fold_recipe = dataclasses.replace(recipe, init_from=digits, leave_out=list(fold), out=out, track=False)
         print(f"\n== fold {k} of {len(folds)}: leaving out {', '.join(fold)}")
-        if not (rejudge and out.is_file()):
-            train_from_scratch(fold_recipe, device, Run(f"leave-out-{k}", enabled=False))
+        train_from_scratch(fold_recipe, device, Run(f"leave-out-{k}", enabled=False))
         results.append(judge(load_checkpoint(out).model, fold, recipe))
         print_fold(results[-1])
     return results
@@ -197,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--digits", type=Path, help="stage 1's digits.pth of the run the folds repeat stage 2 of")
     parser.add_argument("--report", action="store_true", help="write the table from models/leave_out.json")
     parser.add_argument("--dry-run", action="store_true", help="a few batches per fold (tests)")
-    parser.add_argument("--rejudge", action="store_true", help="judge the fold models left by the last run again")
     parser.add_argument("--data-dir", default=Recipe().data_dir, help="offline MNIST folder (env MNIST_DIR)")
     args = parser.parse_args(argv)
     if args.report:
@@ -206,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.digits is None:
         parser.error("--digits (a run's stage-1 digits.pth) or --report")
     recipe = Recipe(data_dir=args.data_dir, dry_run=args.dry_run)
-    results = run_folds(args.digits, recipe, rejudge=args.rejudge)
+    results = run_folds(args.digits, recipe)
     command = f"python -m training.leave_out --digits {args.digits}"
     summary = {"command": command, "recipe": recipe.portable(), "folds": results}
     for method in METHODS:

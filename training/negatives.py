@@ -9,9 +9,8 @@ will be shown. Two disjoint sources:
 
 - `train`: letters drawn as pen strokes (training/templates.py) and typed in the DejaVu fonts, punctuation and
   symbols by hand and typed, shapes, arrows and outlines, everyday pictures made afresh from parts
-  (training/doodles.py), smooth scribbles, filled blobs, digits crossed out, two or three digits side by side
-  (from the training split only), and compositions of random primitives (training/compositions.py) that fill the
-  space between those families. Each family belongs to a group (`GROUPS`) that leave-family-out holds out whole.
+  (training/doodles.py), smooth scribbles, filled blobs, digits crossed out, and two or three digits side by side
+  (from the training split only). Each family belongs to a group (`GROUPS`) that leave-family-out holds out whole.
 - `heldout`: other drawings for the model card's held-out figures: letters from other fonts (STIX, Computer
   Modern), shapes from fixed templates of their own (a sun, a cloud, an envelope, ...), jagged scribbles and
   hatching, and digits from the test split side by side or hatched over. Pictures of the same things are in
@@ -37,7 +36,6 @@ from PIL import Image, ImageDraw
 from inference.preprocess import IMAGE_SIZE, EmptyDrawingError, preprocess_image
 from training.dataset import load_mnist
 from training.drawn import CANVAS, Stroke, as_canvas, canvas_drawing, pen_drawing
-from training.compositions import composition
 from training.doodles import PICTURES
 from training.styles import DEJAVU, OTHER_FONTS, fonts, typed
 from training.templates import (
@@ -87,13 +85,6 @@ def picture(rng: np.random.Generator) -> np.ndarray:
     names = sorted(PICTURES)
     strokes, aspect = PICTURES[names[int(rng.integers(len(names)))]](rng)
     return pen_drawing(strokes, rng, aspect=aspect, height=(90, 250), wobble=0.02, max_slant_deg=15)
-
-
-def composed(rng: np.random.Generator) -> np.ndarray:
-    """Random primitives put together (training/compositions.py)."""
-    strokes, aspect = composition(rng)
-    # Thinner pens and larger than the other families: several primitives drawn small and thick merge into a blob.
-    return pen_drawing(strokes, rng, aspect, height=(120, 250), wobble=0.015, pen_widths=(10, 12, 14, 16, 20))
 
 
 def spread_angles(count: int, rng: np.random.Generator) -> np.ndarray:
@@ -227,11 +218,8 @@ class Family:
 
 
 # What leave-family-out holds out, one group at a time (training.leave_out): families that share a look go together,
-# so a fold's figure is on drawings unlike anything it was trained on. "compositions" is the method rather than a
-# kind of drawing anyone sets out to make (random primitives covering the space between the named families), so
-# every fold trains on it and none is scored on it.
-GROUPS = ("letters", "symbols", "shapes", "pictures", "scribbles", "several digits", "compositions")
-ALWAYS_TRAINED = ("compositions",)
+# so a fold's figure is on drawings unlike anything it was trained on.
+GROUPS = ("letters", "symbols", "shapes", "pictures", "scribbles", "several digits")
 
 
 def families(source: str, digits: torch.Tensor) -> dict[str, Family]:
@@ -251,7 +239,6 @@ def families(source: str, digits: torch.Tensor) -> dict[str, Family]:
             "blob": Family(0.03, "scribbles", blob),
             "crossed-out digit": Family(0.06, "several digits", lambda rng: crossed_out(digits, rng)),
             "digits side by side": Family(0.08, "several digits", lambda rng: digits_side_by_side(digits, rng)),
-            "composition": Family(0.25, "compositions", composed),
         }
     if source == "heldout":
         paths = fonts(OTHER_FONTS)

@@ -50,8 +50,8 @@ class Recipe:
     channels: list[int] = field(default_factory=lambda: [32, 48, 96])
     hidden: int = 128
     dropout: float = 0.3
-    negatives: int = 30_000  # drawn non-digits for the 11th class; 0: a ten-class model
-    canvas_digits: int = 10_000  # digits drawn as on the canvas, beside the non-digits
+    negatives: int = 24_000  # drawn non-digits for the 11th class; 0: a ten-class model
+    canvas_digits: int = 6_000  # digits drawn as on the canvas, beside the non-digits
     style_digits: int = 6_000  # digits written in the common styles and typed (training.styles)
     leave_out: list[str] = field(default_factory=list)  # groups kept out of training (training.leave_out's folds)
     command: str = ""  # the command line that ran it (train.py fills it in)
