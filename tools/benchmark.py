@@ -52,22 +52,24 @@ def canvas_seven() -> np.ndarray:
     return np.asarray(image)
 
 
+def classify_percentiles(model: torch.nn.Module, canvas: np.ndarray) -> dict[str, float]:
+    """preprocess + classify of `canvas` (what the page calls: digits and "not a digit"), after a warm-up."""
+    run = lambda: utils.classify(model, canvas)  # noqa: E731
+    timed(run, 50)
+    return percentiles(timed(run, 2000))
+
+
 def bench_inference() -> dict[str, Any]:
     model = utils.load_model()
     canvas = canvas_seven()
     results: dict[str, Any] = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        run = lambda: utils.classify(model, canvas)  # noqa: E731  (what the page calls: digits and "not a digit")
-        timed(run, 50)  # warm-up
-        results[f"preprocess+classify, {threads} thread(s)"] = percentiles(timed(run, 2000))
+        results[f"preprocess+classify, {threads} thread(s)"] = classify_percentiles(model, canvas)
     torch.set_num_threads(1)
     results["preprocess only"] = percentiles(timed(lambda: utils.preprocess_image(canvas), 2000))
     unfused = utils.load_checkpoint(utils.DEFAULT_MODEL_PATH).model  # batch norms kept, as training sees it
-    timed(lambda: utils.classify(unfused, canvas), 50)
-    results["preprocess+classify, 1 thread, batch norm not folded"] = percentiles(
-        timed(lambda: utils.classify(unfused, canvas), 2000)
-    )
+    results["preprocess+classify, 1 thread, batch norm not folded"] = classify_percentiles(unfused, canvas)
     return results
 
 
