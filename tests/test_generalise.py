@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from training import distance, doodles, drawn, leave_out, negatives, styles
+from training import calibration, distance, doodles, drawn, leave_out, negatives, styles
 from training.recipe import Recipe
 import utils
 
@@ -82,7 +82,7 @@ def test_a_dry_run_fold_measures_every_method(tmp_path: Path, mnist_test_split: 
     for method in leave_out.METHODS:
         assert 0.0 <= fold[method]["flagged"] <= 1.0
         assert set(fold[method]["flagged_by_family"]) <= {"letter (strokes)", "letter (DejaVu)", "picture"}
-        assert fold[method]["validation_digits_kept"] >= 0.9995
+        assert fold[method]["validation_digits_kept"] >= calibration.KEEP_DIGITS
     assert "| **all held-out non-digits** |" in leave_out.table({"command": "x", "folds": results})
 
 

@@ -29,7 +29,9 @@ from training.drawn import DRAWN_CHECK_SEED, PEN_DIGITS_HELDOUT, canvas_drawing,
 from training.negatives import make_negatives
 from training.plots import plot_not_digit
 
-KEEP_DIGITS = 0.9995  # the threshold keeps at least this share of validation digits (plain, re-drawn, pen-drawn)
+# The threshold keeps at least this share of validation digits (plain, re-drawn, pen-drawn). 99.9 %, the product's
+# bar: 99.95 % rested on the 6 oddest of 12,000 digits and moved the threshold by 0.09 between runs of one recipe.
+KEEP_DIGITS = 0.999
 ECE_BINS = 15
 BATCH = 1_000
 HELDOUT_NEGATIVES = 3_000
