@@ -83,7 +83,9 @@ def test_a_dry_run_fold_measures_every_method(tmp_path: Path, mnist_test_split: 
         assert 0.0 <= fold[method]["flagged"] <= 1.0
         assert set(fold[method]["flagged_by_family"]) <= {"letter (strokes)", "letter (DejaVu)", "picture"}
         assert fold[method]["validation_digits_kept"] >= calibration.KEEP_DIGITS
-    assert "| **all held-out non-digits** |" in leave_out.table({"command": "x", "folds": results})
+    assert "| **all held-out non-digits** |" in leave_out.table(
+        {"command": "x", "keep": calibration.KEEP_DIGITS, "folds": results}
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
