@@ -28,6 +28,7 @@ RUN groupadd --gid 10001 app \
 # Runtime files only (.dockerignore keeps the rest out of the build context).
 COPY .streamlit/ .streamlit/
 COPY server.py app.py utils.py db.py ./
+COPY config/ config/
 COPY access/ access/
 COPY inference/ inference/
 COPY storage/ storage/

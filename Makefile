@@ -8,10 +8,10 @@ PY := $(VENV)/bin/python
 PORT ?= 8501
 ADDRESS ?= 127.0.0.1
 STAMP := $(VENV)/.installed-stamp
-SOURCES := *.py access inference storage serve views training tools tests
+SOURCES := *.py config access inference storage serve views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: help install run test lint format typecheck train leave-out evaluate experiments promote rollback retrain retrain-drill \
+.PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback retrain retrain-drill \
 	mlflow loadtest loadtest-api bench bench-history data prune up down logs clean
 
 help: ## List the targets
@@ -28,6 +28,10 @@ install: $(STAMP) ## Create .venv and install pinned runtime + dev requirements 
 
 run: install ## Start the app on http://$(ADDRESS):$(PORT) (ADDRESS=0.0.0.0 for every interface); embedded PostgreSQL unless DATABASE_URL/POSTGRES_HOST is set
 	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run server.py --server.address $(ADDRESS) --server.port $(PORT)
+
+# The inner loop: the tests that need no PostgreSQL, browser, MNIST files or long run (pytest markers, tests/conftest.py).
+check: install lint typecheck ## Lint, typecheck and the tests that need no server, browser or MNIST (minutes)
+	$(PY) -m pytest -m "not (browser or postgres or mnist or slow)"
 
 test: install lint typecheck ## Lint, typecheck and run every test (what CI runs)
 	$(PY) -m pytest
@@ -53,14 +57,14 @@ train: install ## The production recipe from scratch (digits, then not a digit; 
 	$(PY) train.py
 
 leave-out: install ## Leave-family-out folds of the newest run's stage 2 -> models/leave_out.json + the card's table
-	$(PY) -m training.leave_out --digits "$$(ls -td data/runs/*/digits.pth | head -1)"
-	$(PY) -m training.leave_out --report
+	$(PY) -m training.evaluation.leave_out --digits "$$(ls -td data/runs/*/digits.pth | head -1)"
+	$(PY) -m training.evaluation.leave_out --report
 
 evaluate: install ## Test-set accuracy, per-class P/R/F1, models/confusion_matrix.png for the shipped model
 	$(PY) train.py --evaluate models/model.pth
 
-experiments: install ## Train every configuration in training/experiments.py (tracked), compare them in models/README.md
-	$(PY) -m training.experiments
+experiments: install ## Train every configuration in training/lifecycle/experiments.py (tracked), compare them in models/README.md
+	$(PY) -m training.lifecycle.experiments
 
 promote: install ## Gate registered VERSION=N against production; on success it becomes models/model.pth
 	@test -n "$(VERSION)" || { echo "Usage: make promote VERSION=N (a version of mnist-digit-classifier)"; exit 2; }

@@ -28,9 +28,7 @@ from access import limits
 from serve import metrics, record, resources
 from views import history, session, stats
 
-CANVAS_SIZE = 280
 DRAW_COLUMNS = (0.42, 0.58)  # of the centred page's 736 px: the 280 px canvas, and the answer beside it
-PEN_WIDTH = (8, 40, 20)  # min, max, default: ~2 px strokes once a full-height digit is scaled into MNIST's 20 px box
 SOURCES = {"draw_result": "page", "upload_result": "upload"}  # a result's slot -> the row's source (db.SOURCES)
 NOT_A_DIGIT_ANSWER = "This doesn't look like a digit"  # the page's words for the model's "not a digit" answer
 COMPONENTS_DIR = Path(__file__).resolve().parent / "components"  # the custom elements' CSS and JS, read at import
@@ -131,7 +129,7 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
     previous = st.session_state.get(slot)
     if previous and previous["png"] == png:  # Predict pressed again on the same drawing: same row, no duplicate
         return
-    wait = limits.predictions.check(session.client())
+    wait = limits.predictions().check(session.client())
     if wait > 0:  # nothing is kept, so nothing is written
         st.session_state.pop(slot, None)
         metrics.refused(SOURCES[slot])
@@ -244,11 +242,11 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     drawing_col, result_col = st.columns(DRAW_COLUMNS, gap="medium")
     with drawing_col:
         canvas = st_canvas(
-            stroke_width=st.session_state.get("pen_width", PEN_WIDTH[2]),
+            stroke_width=st.session_state.get("pen_width", utils.DEFAULT_PEN_WIDTH),
             stroke_color="#FFFFFF",
             background_color="#000000",
-            height=CANVAS_SIZE,
-            width=CANVAS_SIZE,
+            height=utils.CANVAS_SIZE,
+            width=utils.CANVAS_SIZE,
             drawing_mode="freedraw",
             return_image_data=True,
             key=f"canvas-{st.session_state.canvas_round}",
@@ -284,12 +282,12 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
 @st.fragment
 def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
     st.write("A photo or scan of one handwritten digit (dark ink on light paper, or light on dark), cropped close.")
-    upload = st.file_uploader("Image", type=["png", "jpg", "jpeg", "gif", "bmp", "webp"], key="upload")
+    upload = st.file_uploader("Image", type=list(utils.UPLOAD_EXTENSIONS), key="upload")
     if upload is None:
         st.session_state.pop("upload_result", None)
         return
     if st.session_state.get("upload_counted") != upload.file_id:  # each file once, not each rerun
-        wait = limits.uploads.check(session.client())
+        wait = limits.uploads().check(session.client())
         if wait > 0:
             metrics.refused("upload")
             st.warning(
@@ -346,7 +344,14 @@ def main() -> None:
 
     def draw_page() -> None:
         # Outside the fragment: a Predict rerun does not re-send them (the pen width is read from the session).
-        st.slider("Pen width", *PEN_WIDTH, key="pen_width")
+        st.slider(
+            "Pen width",
+            utils.PEN_WIDTHS[0],
+            utils.PEN_WIDTHS[-1],
+            utils.DEFAULT_PEN_WIDTH,
+            step=utils.PEN_WIDTH_STEP,
+            key="pen_width",
+        )
         draw_section(checkpoint, database)
 
     # Only the open page runs, and opening one runs it afresh: History and Stats always show the latest rows.

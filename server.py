@@ -20,6 +20,7 @@ its own predictions by.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import sys
 import threading
 from collections.abc import Iterator
@@ -39,13 +40,18 @@ from access import clients, operator
 from access.limits import Slots, retry_after
 from serve import api, health, metrics, resources
 from serve.api import client_of, error
-from storage.config import setting
+from config.settings import SettingsError, check
 
 APP = Path(__file__).resolve().parent / "app.py"
 EXPORT_ROUTE = "/export/predictions.csv"
 _database: db.Database | None = None
 _database_lock = threading.Lock()
-export_slots = Slots(int(setting("EXPORT_CONCURRENCY", "2")))
+
+
+@functools.cache
+def export_slots() -> Slots:
+    """EXPORT_CONCURRENCY downloads at once, made at first use (after `check_settings`)."""
+    return Slots(check().export_concurrency)
 
 
 def database() -> db.Database:
@@ -85,7 +91,7 @@ def refused(request: Request, what: str = "The export", allow_link: bool = True)
     if expected is None:
         return error(404, f"{what} needs OPERATOR_PASSWORD, which the operator has not set.")
     client = client_of(request)
-    wait = operator.throttle.wait(client)
+    wait = operator.throttle().wait(client)
     if wait > 0:
         return error(429, "Too many wrong passwords: try again later.", {"Retry-After": retry_after(wait)})
     if allow_link and operator.export_links.spend(request.query_params.get("link")):
@@ -94,9 +100,9 @@ def refused(request: Request, what: str = "The export", allow_link: bool = True)
     if given is not None:
         right = operator.is_password(given[1], expected) & operator.is_password(given[0], operator.USER)
         if right:
-            operator.throttle.succeeded(client)
+            operator.throttle().succeeded(client)
             return None
-        operator.throttle.failed(client)
+        operator.throttle().failed(client)
     challenge = {"WWW-Authenticate": 'Basic realm="MNIST operator", charset="UTF-8"'}
     return error(401, f"{what} is the operator's: sign in on History, or use HTTP Basic.", challenge)
 
@@ -131,7 +137,7 @@ async def export_predictions(request: Request) -> Response:
         wanted, correct, not_digit = digit(request), flag(request, "correct"), flag(request, "not_digit")
     except ValueError as exc:
         return error(400, str(exc))
-    if not export_slots.take():
+    if not export_slots().take():
         return error(429, "Other exports are running: try again in a moment.", {"Retry-After": "5"})
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     try:
@@ -139,7 +145,7 @@ async def export_predictions(request: Request) -> Response:
         # Connect and run the query now, off the event loop: an outage is a clear 503, not a broken download.
         first = await run_in_threadpool(next, chunks)
     except db.DatabaseUnavailable:
-        export_slots.give_back()
+        export_slots().give_back()
         return error(503, "The database is unreachable: try again later.")
 
     def body() -> Iterator[bytes]:
@@ -147,7 +153,7 @@ async def export_predictions(request: Request) -> Response:
             yield first
             yield from chunks
         finally:  # also when the client goes away mid-download (the generator is closed)
-            export_slots.give_back()
+            export_slots().give_back()
 
     return StreamingResponse(
         body(),  # a sync iterator: Starlette runs it on a worker thread, so the event loop never waits on PostgreSQL
@@ -206,10 +212,11 @@ def no_external_ip_lookup() -> None:
 
 
 def check_settings() -> None:
-    """Refuse to start on settings that cannot work, with the reason (never a traceback)."""
+    """Refuse to start on settings that cannot work (a malformed number, a short operator password, a name in
+    `.env` nothing reads), with the variable and the reason, never a traceback."""
     try:
-        operator.password()
-    except operator.OperatorConfigError as exc:
+        check()
+    except SettingsError as exc:
         print(f"refusing to start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -8,8 +8,8 @@
     python train.py --evaluate models/model.pth   # test-set report + models/confusion_matrix.png
 
 A thin command line over training/: the flags become a `Recipe` (training.options), and each action is one
-module's function. Every run is an MLflow run (training.registry) and registers a new version of
-`mnist-digit-classifier`; models/model.pth changes only through the promotion gate (training.promotion).
+module's function. Every run is an MLflow run (training.lifecycle.registry) and registers a new version of
+`mnist-digit-classifier`; models/model.pth changes only through the promotion gate (training.lifecycle.promotion).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import sys
 
 import torch
 
-from training import promotion
+from training.lifecycle import promotion
 from training.options import build_parser, to_recipe
 from training import scratch
-from training.record import run_evaluation
+from training.lifecycle.record import run_evaluation
 from training.retrain import retrain
 
 

@@ -2,8 +2,9 @@
 
     python -c "import utils; print(utils.load_model())"   # loads models/model.pth
 
-The work lives in inference/ (network: the CNN and its checkpoints; preprocess: any image -> MNIST's 28x28 input;
-predict: one classification). This façade keeps the names the app, the page tests and the tools have always used.
+The work lives in inference/ (canvas: the drawing surface's size and pens; network: the CNN and its checkpoints;
+images: decoding uploads and drawings; preprocess: any image -> MNIST's 28x28 input; predict: one classification).
+This façade is inference's door for the entry points, the tools and outside users; packages import inference/.
 The app imports this module and never imports training/ or torchvision.
 """
 
@@ -13,19 +14,17 @@ from pathlib import Path
 
 import torch
 
-from inference.labels import CLASSES, NOT_A_DIGIT, NOT_DIGIT
+from inference.canvas import CANVAS_SIZE, DEFAULT_PEN_WIDTH, PEN_WIDTH_STEP, PEN_WIDTHS
+from inference.labels import CLASSES, NOT_DIGIT
 from inference.network import (
     DEFAULT_MODEL_PATH,
     MNIST_MEAN,
     MNIST_STD,
-    PROJECT_DIR,
     Checkpoint,
     MNISTClassifier,
     ModelLoadError,
-    count_parameters,
     knows_not_digit,
     load_checkpoint,
-    save_checkpoint,
 )
 from inference.predict import (
     Prediction,
@@ -33,31 +32,29 @@ from inference.predict import (
     convert_to_tensor,
     format_confidence,
     get_confidence_scores,
-    not_digit_score,
     to_png,
 )
 from inference.images import (
     MAX_UPLOAD_BYTES,
-    MAX_UPLOAD_PIXELS,
-    UPLOAD_FORMATS,
+    UPLOAD_EXTENSIONS,
     load_canvas_image,
     load_uploaded_image,
     preview,
 )
-from inference.preprocess import IMAGE_SIZE, EmptyDrawingError, preprocess_image
+from inference.preprocess import EmptyDrawingError, preprocess_image
 
 __all__ = [
+    "CANVAS_SIZE",
     "CLASSES",
+    "DEFAULT_PEN_WIDTH",
     "DEFAULT_MODEL_PATH",
-    "IMAGE_SIZE",
     "MAX_UPLOAD_BYTES",
-    "MAX_UPLOAD_PIXELS",
     "MNIST_MEAN",
     "MNIST_STD",
-    "NOT_A_DIGIT",
     "NOT_DIGIT",
-    "PROJECT_DIR",
-    "UPLOAD_FORMATS",
+    "PEN_WIDTHS",
+    "PEN_WIDTH_STEP",
+    "UPLOAD_EXTENSIONS",
     "Checkpoint",
     "EmptyDrawingError",
     "MNISTClassifier",
@@ -65,7 +62,6 @@ __all__ = [
     "Prediction",
     "classify",
     "convert_to_tensor",
-    "count_parameters",
     "format_confidence",
     "get_confidence_scores",
     "knows_not_digit",
@@ -73,10 +69,8 @@ __all__ = [
     "load_model",
     "load_canvas_image",
     "load_uploaded_image",
-    "not_digit_score",
     "preprocess_image",
     "preview",
-    "save_checkpoint",
     "to_png",
 ]
 

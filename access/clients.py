@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from storage.config import setting
+from config.settings import settings
 
 VISITOR_COOKIE = "mnist_visitor"
 VISITOR_DAYS = 365
@@ -27,7 +27,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def trusted_proxies(text: str | None = None) -> tuple[Network, ...]:
     """The proxies' networks, from `TRUSTED_PROXIES` (comma-separated addresses or CIDRs; empty: none)."""
-    return _networks(setting("TRUSTED_PROXIES", "") if text is None else text)
+    return _networks(settings().trusted_proxies if text is None else text)
 
 
 @functools.cache

@@ -9,13 +9,14 @@ set of limits in practice.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
-from storage.config import setting
+from config.settings import settings
 
 MAX_CLIENTS = 10_000  # distinct clients remembered per limit; the oldest are forgotten first (memory stays bounded)
 
@@ -110,11 +111,18 @@ class Slots:
         return self._used
 
 
-def per_minute(name: str, default: int) -> RateLimit:
-    """A limit of `name` (an environment setting, events per minute per client; 0: off)."""
-    return RateLimit(int(setting(name, str(default))), 60.0)
+def per_minute(events: int) -> RateLimit:
+    """A limit of `events` per minute per client (0: off)."""
+    return RateLimit(events, 60.0)
 
 
-# The page's limits, one per process: how many predictions and uploads one client may make a minute.
-predictions = per_minute("PREDICT_LIMIT_PER_MINUTE", 60)
-uploads = per_minute("UPLOAD_LIMIT_PER_MINUTE", 20)
+# The page's limits, one per process (made at first use, after the settings were checked at start): how many
+# predictions and uploads one client may make a minute.
+@functools.cache
+def predictions() -> RateLimit:
+    return per_minute(settings().predict_limit_per_minute)
+
+
+@functools.cache
+def uploads() -> RateLimit:
+    return per_minute(settings().upload_limit_per_minute)

@@ -10,13 +10,14 @@ start (server.py), with the reason.
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import secrets
 import threading
 import time
 
 from access.limits import Throttle
-from storage.config import setting
+from config.settings import SettingsError, settings
 
 MIN_LENGTH = 12
 USER = "operator"  # the HTTP Basic user name: curl -u operator:$OPERATOR_PASSWORD
@@ -29,13 +30,10 @@ class OperatorConfigError(ValueError):
 
 def password() -> str | None:
     """The operator password, or None when none is set; raises OperatorConfigError when it is too short."""
-    value = setting("OPERATOR_PASSWORD", "") or None
-    if value is not None and len(value) < MIN_LENGTH:
-        raise OperatorConfigError(
-            f"OPERATOR_PASSWORD is {len(value)} characters long; use at least {MIN_LENGTH} "
-            "(or unset it: then there is no operator view and no export)."
-        )
-    return value
+    try:
+        return settings().operator_password
+    except SettingsError as exc:
+        raise OperatorConfigError(str(exc)) from None
 
 
 def is_password(given: str, expected: str) -> bool:
@@ -56,7 +54,10 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 
 # Wrong passwords, per client, shared by the page's sign-in and the export's HTTP Basic (one process).
-throttle = Throttle(int(setting("OPERATOR_MAX_ATTEMPTS", "5")), float(setting("OPERATOR_LOCKOUT_SECONDS", "300")))
+@functools.cache
+def throttle() -> Throttle:
+    current = settings()
+    return Throttle(current.operator_max_attempts, current.operator_lockout_seconds)
 
 
 class ExportLinks:

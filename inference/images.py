@@ -15,9 +15,9 @@ Every refusal is a ValueError whose message a user can act on; the page shows `p
 
 from __future__ import annotations
 
+import functools
 import io
 import math
-import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -25,12 +25,18 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from config.settings import settings
+
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 WORK_SIDE = 2048  # decoded images are shrunk to this longer side at most: preprocessing works at 1024
 PREVIEW_SIDE = 320
-DECODE_CONCURRENCY = int(os.environ.get("DECODE_CONCURRENCY") or 2)
 DECODE_WAIT_SECONDS = 10.0
-_decoding = threading.BoundedSemaphore(max(DECODE_CONCURRENCY, 1))
+
+
+@functools.cache
+def _decoding() -> threading.BoundedSemaphore:
+    """DECODE_CONCURRENCY slots, made at first use: after `.env` is loaded and the settings were checked."""
+    return threading.BoundedSemaphore(settings().decode_concurrency)
 
 
 class ImageRefused(ValueError):
@@ -52,6 +58,8 @@ UPLOAD = ImageLimits(5 * 1024 * 1024, 25_000_000, 8192, "file")
 # drawing from this page.
 CANVAS = ImageLimits(2 * 1024 * 1024, 4_000_000, 2048, "drawing")
 MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, UPLOAD_FORMATS = UPLOAD.max_bytes, UPLOAD.max_pixels, FORMATS
+# The file names the upload field offers: every extension Pillow reads as one of FORMATS (.jpg, .jpeg, .jfif, ...).
+UPLOAD_EXTENSIONS = tuple(sorted(ext[1:] for ext, name in Image.registered_extensions().items() if name in FORMATS))
 
 
 def _check_header(image: Image.Image, limits: ImageLimits) -> None:
@@ -119,12 +127,12 @@ def decode_image(data: bytes, limits: ImageLimits = UPLOAD) -> Image.Image:
         raise ValueError(
             f"The {limits.what} is too large ({size / 1e6:.1f} MB); the limit is {limits.max_bytes / 1e6:.0f} MB."
         )
-    if not _decoding.acquire(timeout=DECODE_WAIT_SECONDS):
+    if not _decoding().acquire(timeout=DECODE_WAIT_SECONDS):
         raise ValueError("The server is busy reading other images: try again in a moment.")
     try:
         return normalise(_open(bytes(data), limits))
     finally:
-        _decoding.release()
+        _decoding().release()
 
 
 # The first bytes of each format in FORMATS (what a client sending something else is told: 415, not 400).
@@ -135,7 +143,6 @@ SIGNATURES = {
     "BMP": (b"BM",),
     "WEBP": (b"RIFF",),  # and "WEBP" at offset 8
 }
-MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/x-ms-bmp", "image/webp")
 
 
 def sniff_format(data: bytes) -> str | None:

@@ -19,10 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from config.paths import DEFAULT_MODEL_PATH
 from inference.labels import CLASSES
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_PATH = PROJECT_DIR / "models" / "model.pth"
 
 # MNIST normalisation (mean/std of the training pixels in [0, 1]); stored in the checkpoint and applied inside the
 # model, so callers feed plain [0, 1] images.

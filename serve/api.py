@@ -15,6 +15,7 @@ API_LIMIT_PER_MINUTE per client, 503 while the model cannot be loaded.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -24,10 +25,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-import db
+from storage.schema import UnknownPrediction
 from access import clients
-from access.limits import per_minute, retry_after
-from inference.images import MEDIA_TYPES, UPLOAD, load_uploaded_image, sniff_format
+from config.settings import settings
+from access.limits import RateLimit, per_minute, retry_after
+from inference.images import UPLOAD, load_uploaded_image, sniff_format
 from inference.network import ModelLoadError
 from inference.predict import classify
 from inference.preprocess import EmptyDrawingError
@@ -38,7 +40,12 @@ LABEL_BODY_BYTES = 1024
 # A body over the limit is read on (and thrown away) up to this size, so that the client, still sending, gets
 # the 413 rather than a reset connection; a larger one is cut off.
 DRAIN_BYTES = 16 * 1024 * 1024
-api_limit = per_minute("API_LIMIT_PER_MINUTE", 120)
+
+
+@functools.cache
+def api_limit() -> RateLimit:
+    """POST /api/predict's limit per client, made at first use (after server.py checked the settings)."""
+    return per_minute(settings().api_limit_per_minute)
 
 
 class BodyTooLarge(Exception):
@@ -78,12 +85,14 @@ def refused(status: int, message: str, headers: dict[str, str] | None = None) ->
 
 
 async def predict(request: Request) -> Response:
-    wait = api_limit.check(client_of(request))
+    wait = api_limit().check(client_of(request))
     if wait > 0:
         return refused(429, "Too many predictions from here: try again later.", {"Retry-After": retry_after(wait)})
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type not in ("", "application/octet-stream", *MEDIA_TYPES):
-        return refused(415, f"Send the image file's bytes (PNG, JPEG, GIF, BMP or WebP), not {media_type[:60]}.")
+    # The bytes decide, not the header: `curl --data-binary @seven.png` labels them a form (urlencoded). A multipart
+    # form wraps the file in an envelope the decoder cannot read, so it gets a 415 that says what to send instead.
+    if media_type.startswith("multipart/"):
+        return refused(415, "Send the image file's bytes as the body (curl --data-binary @file), not a form.")
     try:
         body = await bounded_body(request, UPLOAD.max_bytes)
     except BodyTooLarge:
@@ -137,7 +146,7 @@ async def label(request: Request) -> Response:
         return error(400, 'Send {"label": 0-9 or "not a digit"}.')
     try:
         stored = await run_in_threadpool(resources.database().label_request, request_id, body["label"])
-    except db.UnknownPrediction:
+    except UnknownPrediction:
         return error(404, "No prediction with that request id.")
     except ValueError as exc:
         return error(400, f'{exc} Send 0-9 or "not a digit".')

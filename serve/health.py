@@ -11,7 +11,7 @@ into a full one while each replica can still answer and spool).
 
 from __future__ import annotations
 
-import db
+from storage.pool import DatabaseUnavailable
 from inference.network import ModelLoadError
 from serve import resources
 
@@ -28,6 +28,6 @@ def readiness() -> tuple[bool, dict[str, str]]:
     try:
         resources.database().check_ready(READY_TIMEOUT)
         checks["database"] = "ok"
-    except db.DatabaseUnavailable as exc:
+    except DatabaseUnavailable as exc:
         checks["database"] = f"not ready: {exc}"
     return all(value.startswith("ok") for value in checks.values()), checks

@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disab
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-import db
+from storage.database import Database
+from storage.pool import DatabaseUnavailable
 from serve import resources
 from storage.schema import SOURCES
 
@@ -79,7 +80,7 @@ def timed_write() -> Iterator[None]:
 class StateCollector:
     """Read at each scrape: the spool's depth and the age of its oldest write, and whether PostgreSQL answers."""
 
-    def __init__(self, database: Callable[[], db.Database]) -> None:
+    def __init__(self, database: Callable[[], Database]) -> None:
         self.database = database
 
     def collect(self) -> Iterator[Metric]:
@@ -96,7 +97,7 @@ class StateCollector:
             database.ensure_ready()  # bounded: at most DB_WRITE_TIMEOUT (the first run: DB_MIGRATE_TIMEOUT)
             labelled, right = database.feedback_totals()
             up = 1.0
-        except db.DatabaseUnavailable:
+        except DatabaseUnavailable:
             up = 0.0
         yield GaugeMetricFamily("mnist_database_up", "1 when PostgreSQL answers with the schema in place", up)
         if up:  # the whole table's figures (every replica reports the same): the dashboard's feedback accuracy

@@ -6,14 +6,14 @@ included) and count it in the metrics the same way.
 
 from __future__ import annotations
 
-import db
+from storage.database import Database
 from inference.network import Checkpoint, knows_not_digit
 from inference.predict import Prediction
 from serve import metrics
 
 
 def log_prediction(
-    database: db.Database,
+    database: Database,
     checkpoint: Checkpoint,
     prediction: Prediction,
     inference_ms: float | None,

@@ -10,25 +10,22 @@ database settings), so a process whose environment points elsewhere gets its own
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import torch
 
-import db
-from inference.network import DEFAULT_MODEL_PATH, Checkpoint, load_checkpoint
-from storage.config import load_env
+from storage.database import Database
+from config.settings import settings
+from inference.network import Checkpoint, load_checkpoint
 
 _lock = threading.Lock()
 _checkpoints: dict[tuple[str, float, int], Checkpoint] = {}
-_databases: dict[tuple[tuple[str, str], ...], db.Database] = {}
-# The settings that decide which database a handle talks to and where its spool is.
-DATABASE_SETTINGS = ("DATABASE_URL", "POSTGRES_", "SPOOL_", "DB_")
+_databases: dict[tuple[object, ...], Database] = {}
 
 
 def model_path() -> str:
-    return os.environ.get("MODEL_PATH") or str(DEFAULT_MODEL_PATH)
+    return str(settings().model_path)
 
 
 def checkpoint(path: str | None = None) -> Checkpoint:
@@ -43,17 +40,16 @@ def checkpoint(path: str | None = None) -> Checkpoint:
     with _lock:
         if key not in _checkpoints:
             # One intra-op thread: steadier latency when the other core serves another request (BENCHMARKS.md).
-            torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
+            torch.set_num_threads(settings().torch_threads)
             _checkpoints[key] = load_checkpoint(path, fused=True)
         return _checkpoints[key]
 
 
-def database() -> db.Database:
+def database() -> Database:
     """The process's database handle for the current settings: the page's and the API's writes share its pool
     and its spool."""
-    load_env()  # .env's settings are part of the key
-    key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(DATABASE_SETTINGS)))
+    key = settings().database_key()
     with _lock:
         if key not in _databases:
-            _databases[key] = db.Database()
+            _databases[key] = Database()
         return _databases[key]

@@ -1,4 +1,4 @@
-"""Where the database is, and every other setting, read from the environment (and `.env`) in one place.
+"""Where the database is: the DSN the settings (config.settings) name, or an embedded PostgreSQL.
 
     python -c "from storage.config import configured_dsn; print(configured_dsn())"
 
@@ -9,42 +9,26 @@ environment and from `.env` (python-dotenv; the environment wins).
 
 from __future__ import annotations
 
-import functools
-import os
 from pathlib import Path
 from typing import Any
 
 import psycopg2.extensions
-from dotenv import load_dotenv
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = PROJECT_DIR / "data"
-
-
-@functools.cache
-def load_env() -> None:
-    """`.env` into the environment, once per process (the environment wins over it)."""
-    load_dotenv(PROJECT_DIR / ".env", override=False)
-
-
-def setting(name: str, default: str) -> str:
-    """An environment (or `.env`) setting; unset or empty means the default."""
-    load_env()
-    return os.environ.get(name) or default
+from config.settings import settings
 
 
 def configured_dsn() -> str | None:
     """The DSN the environment (or `.env`) names, or None when nothing is configured."""
-    load_env()
-    if url := os.environ.get("DATABASE_URL"):
-        return url
-    if host := os.environ.get("POSTGRES_HOST"):
+    current = settings()
+    if current.database_url:
+        return current.database_url
+    if current.postgres_host:
         return psycopg2.extensions.make_dsn(
-            host=host,
-            port=setting("POSTGRES_PORT", "5432"),
-            dbname=setting("POSTGRES_DB", "mnist"),
-            user=setting("POSTGRES_USER", "mnist"),
-            password=os.environ.get("POSTGRES_PASSWORD", ""),
+            host=current.postgres_host,
+            port=current.postgres_port,
+            dbname=current.postgres_db,
+            user=current.postgres_user,
+            password=current.postgres_password,
         )
     return None
 
@@ -56,7 +40,7 @@ def embedded_dsn(pgdata: Path | None = None) -> str:
     """Start (or reuse) the embedded PostgreSQL under `data/postgres/` and return its DSN."""
     import pgserver  # imported here: only the no-config default needs it
 
-    path = (pgdata or Path(setting("EMBEDDED_PGDATA", str(DATA_DIR / "postgres")))).resolve()
+    path = (pgdata or settings().embedded_pgdata).resolve()
     if path not in _embedded_servers:
         path.parent.mkdir(parents=True, exist_ok=True)
         _embedded_servers[path] = pgserver.get_server(path, cleanup_mode="stop")  # stops when this process exits

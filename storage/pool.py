@@ -21,7 +21,8 @@ import psycopg2.extensions
 import psycopg2.extras
 import psycopg2.pool
 
-from storage.config import configured_dsn, describe, embedded_dsn, setting
+from config.settings import settings
+from storage.config import configured_dsn, describe, embedded_dsn
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,10 +44,11 @@ class Connections:
         pool_wait_seconds: float = 5.0,
     ) -> None:
         self._dsn = dsn
-        self.pool_size = pool_size or int(setting("DB_POOL_SIZE", "4"))
-        timeout_ms = statement_timeout_ms or int(setting("DB_STATEMENT_TIMEOUT_MS", "5000"))
+        current = settings()
+        self.pool_size = pool_size or current.db_pool_size
+        timeout_ms = statement_timeout_ms or current.db_statement_timeout_ms
         self._connect_args: dict[str, Any] = {
-            "connect_timeout": connect_timeout or int(setting("DB_CONNECT_TIMEOUT", "3")),
+            "connect_timeout": connect_timeout or current.db_connect_timeout,
             "options": f"-c statement_timeout={timeout_ms}",
             "application_name": "mnist-digit-classifier",
         }

@@ -11,16 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("access", "inference", "storage", "serve", "views", "training", "tools")
+PACKAGES = ("config", "access", "inference", "storage", "serve", "views", "training", "tools")
 
 
 def modules() -> dict[str, Path]:
     """Every project module by dotted name: the root's entry points, the packages' modules, and the tests."""
     found = {path.stem: path for path in ROOT.glob("*.py")}
     for package in (*PACKAGES, "tests"):
-        for path in sorted((ROOT / package).glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            found[name] = path
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 
 
@@ -65,7 +65,7 @@ def closure(start: set[str], edges: dict[str, set[str]]) -> set[str]:
         seen.add(name)
         frontier |= edges.get(name, set()) - seen
         if "." in name:  # importing a package's module runs the package's __init__ first
-            frontier.add(name.split(".")[0])
+            frontier.add(name.rsplit(".", 1)[0])
     return seen
 
 

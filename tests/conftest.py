@@ -1,4 +1,5 @@
-"""Shared fixtures: a throwaway PostgreSQL database per test run, MNIST test files, the shipped model."""
+"""Shared fixtures: a throwaway PostgreSQL database per test run, MNIST test files, the shipped model; and the
+markers that say what a test needs (`make check` runs the tests that need none of them)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,29 @@ from streamlit.testing.v1 import AppTest
 import db
 import utils
 from tools import browser, pg
-from training import dataset, drawn
+from training import dataset
+from training.synthetic import drawn
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60  # seconds an AppTest run may take (the first loads the model)
 OPERATOR_PASSWORD = "correct horse battery staple"  # the page tests' operator (AppTest and the page fixture)
+
+
+# What a test needs, read off the fixtures it uses: a module that needs more (a training dry run, a server it starts)
+# says so itself with `pytestmark`.
+NEEDS = {
+    "postgres": {"admin_dsn", "database_url", "fresh_database_url", "database", "app_db"},
+    "browser": {"chromium"},
+    "mnist": {"mnist_test_split"},
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in NEEDS.items():
+            if used & fixtures:
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -74,7 +93,7 @@ def mnist_test_split() -> "object":
     """The official 10k MNIST test images via training.dataset.load_mnist (MNIST_DIR offline, else data/ or a
     download)."""
     source = os.environ.get("MNIST_DIR")
-    raw = dataset.DATA_ROOT / "MNIST" / "raw"
+    raw = dataset.DATA_DIR / "MNIST" / "raw"
     if not source and not all((raw / name).is_file() for name in dataset.MNIST_FILES):
         pytest.skip("MNIST files unavailable: set MNIST_DIR to a folder with the four IDX files (or run make data)")
     _, test_split, _ = dataset.load_mnist(source)

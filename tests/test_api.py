@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import db
 from tools import browser
-from training import drawn
+from training.synthetic import drawn
 
 OPERATOR_PASSWORD = "metrics for the operator"
 

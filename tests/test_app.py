@@ -299,7 +299,8 @@ def test_the_page_bar_opens_each_page_and_stays_on_a_reclicked_one(page: Callabl
 def test_a_client_over_the_predict_limit_is_told_so_and_nothing_is_written(
     page: Callable[[], AppTest], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(limits, "predictions", limits.RateLimit(1, 60))
+    one_a_minute = limits.RateLimit(1, 60)
+    monkeypatch.setattr(limits, "predictions", lambda: one_a_minute)
     at = open_page(page(), "Upload")
     at.file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
     at.button(key="predict-upload").click().run()

@@ -9,16 +9,23 @@ import re
 from tests.architecture import PACKAGES, ROOT, closure, cycles, graph, long_functions, modules, statements
 
 ENTRY_POINTS = {"app", "db", "server", "train", "utils"}
-# Which layer may import which (the root's entry points may import any package). Inference is the bottom: the
-# model, its checkpoints and preprocessing; storage knows only the labels inference defines.
+FACADES = {"utils": "inference", "db": "storage"}  # the root's doors to a package, for entry points and outside users
+# Which layer may import which. config is the bottom (paths and the one Settings); inference is the model, its
+# checkpoints and preprocessing; storage knows only the labels inference defines. Packages import packages, never a
+# root module: the façades are the entry points' and outside users' door, not the packages'.
 ALLOWED = {
-    "inference": {"inference"},
-    "storage": {"storage", "inference"},
-    "access": {"access", "storage"},  # settings come through storage.config, where they enter
-    "views": {"views", "access", "storage", "inference"},
-    "serve": {"serve", "access", "storage", "inference", "db"},  # what the page and the API share, over db.Database
-    "training": {"training", "inference", "storage", "db"},  # retraining reads the feedback through db.Database
+    "config": {"config"},
+    "inference": {"config", "inference"},
+    "storage": {"config", "storage", "inference"},
+    "access": {"config", "access"},
+    "views": {"config", "views", "access", "storage", "inference"},
+    "serve": {"config", "serve", "access", "storage", "inference"},  # what the page and the API share
+    "training": {"config", "training", "inference", "storage"},  # retraining reads the feedback from storage
 }
+# Where `os.environ` may be read: the settings, and the tools and tests (which start processes with environments).
+ENVIRON_READERS = {"config.settings"}
+# MLflow's own switch, set (not read as a setting) before MLflow is imported.
+ENVIRON_WRITERS = {"training.lifecycle.registry", "training.lifecycle.registry"}
 
 
 def layer(name: str) -> str:
@@ -58,7 +65,47 @@ def test_layers_import_one_way() -> None:
         if layer(imported) not in ALLOWED[layer(name)]
     ]
     assert not wrong, wrong
-    assert "train" not in closure({"training.promotion", "training.retrain", "training.experiments"}, edges)
+    assert "train" not in closure(
+        {"training.lifecycle.promotion", "training.retrain", "training.lifecycle.experiments"}, edges
+    )
+
+
+def test_entry_points_reach_inference_and_storage_through_their_facades() -> None:
+    """app.py, server.py and train.py import `utils` and `db`, never inference/ or storage/ behind them; the
+    façades themselves are the only root modules that do."""
+    edges = graph()
+    wrong = [
+        f"{name} imports {imported}: use {door}"
+        for name in ENTRY_POINTS - set(FACADES)
+        for imported in edges[name]
+        for door, package in FACADES.items()
+        if layer(imported) == package
+    ]
+    assert not wrong, wrong
+
+
+def test_only_the_settings_module_reads_the_environment() -> None:
+    """One typed Settings, read after `.env` (config/settings.py); a module reading os.environ itself would see a
+    value before `.env` is loaded, or parse it its own way."""
+    readers = [
+        name
+        for name, path in modules().items()
+        if layer(name) not in ("tools", "tests") and name not in ENVIRON_READERS | ENVIRON_WRITERS
+        for text in [path.read_text()]
+        if "os.environ" in text or "getenv(" in text or "from storage.config import setting" in text
+    ]
+    assert not readers, f"read config.settings.settings() instead: {readers}"
+
+
+def test_no_package_holds_more_than_twelve_modules() -> None:
+    counts: dict[str, int] = {}
+    for name, path in modules().items():
+        if path.stem != "__init__" and layer(name) != "tests":
+            counts[name.rsplit(".", 1)[0]] = counts.get(name.rsplit(".", 1)[0], 0) + 1
+    crowded = {
+        package: n for package, n in counts.items() if n > 12 and "." in package or package in PACKAGES and n > 12
+    }
+    assert not crowded, f"split along a seam: {crowded}"
 
 
 def test_files_and_functions_fit_in_a_reader_s_head() -> None:

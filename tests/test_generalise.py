@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from training import calibration, distance, doodles, drawn, leave_out, negatives, styles
+from training.evaluation import calibration, distance, leave_out
+from training.synthetic import doodles, drawn, negatives, styles
 from training.recipe import Recipe
 import utils
 
@@ -73,7 +74,7 @@ def test_a_dry_run_fold_measures_every_method(tmp_path: Path, mnist_test_split: 
     """One fold end to end on a few batches: stage 2 without its groups, then the figures of every method."""
     recipe = Recipe(dry_run=True, out=tmp_path / "digits.pth", track=False)
     from training.scratch import train_from_scratch
-    from training.registry import Run
+    from training.lifecycle.registry import Run
 
     train_from_scratch(recipe, torch.device("cpu"), Run("dry", enabled=False))
     results = leave_out.run_folds(tmp_path / "digits.pth", Recipe(dry_run=True), leave_out.FOLDS[:1])
@@ -101,7 +102,7 @@ def test_the_shipped_model_is_what_make_train_makes(checkpoint: utils.Checkpoint
 def test_the_card_states_the_leave_family_out_figures_it_was_generated_from() -> None:
     summary = json.loads(leave_out.RESULTS.read_text())
     card = leave_out.CARD.read_text()
-    assert leave_out.table(summary) in card, "run python -m training.leave_out --report"
+    assert leave_out.table(summary) in card, "run python -m training.evaluation.leave_out --report"
     assert len(summary["folds"]) == len(leave_out.FOLDS)
 
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from training import drawn
+from inference.canvas import CANVAS_SIZE
+from training.synthetic import drawn
 import utils
 
 
@@ -34,7 +35,7 @@ def best_shifted_correlation(a: np.ndarray, b: np.ndarray, max_shift: int = 1) -
 def on_canvas(digit: np.ndarray, scale: int, top: int, left: int) -> np.ndarray:
     size = 28 * scale
     big = Image.fromarray((digit * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
-    canvas = np.zeros((drawn.CANVAS, drawn.CANVAS), dtype=np.uint8)
+    canvas = np.zeros((CANVAS_SIZE, CANVAS_SIZE), dtype=np.uint8)
     canvas[top : top + size, left : left + size] = np.asarray(big)
     return canvas
 
@@ -49,7 +50,7 @@ def test_mnist_digit_on_a_big_canvas_comes_back_as_itself(mnist_test_split) -> N
     correlations = []
     for digit in digits:
         scale = int(rng.integers(3, 10))
-        top, left = (int(v) for v in rng.integers(0, drawn.CANVAS - 28 * scale + 1, size=2))
+        top, left = (int(v) for v in rng.integers(0, CANVAS_SIZE - 28 * scale + 1, size=2))
         out = utils.preprocess_image(on_canvas(digit, scale, top, left))
         assert out.shape == (28, 28) and out.dtype == np.float32
         cy, cx = centre_of_mass(out)
@@ -88,7 +89,7 @@ def test_photo_of_dark_ink_on_light_paper_is_inverted_by_its_background(
     for i in range(200):
         digit = mnist_test_split.images[i].squeeze(0).numpy()
         ink = drawn.canvas_drawing(digit, rng)[..., 0].astype(np.float32) / 255
-        paper = 200 + 30 * np.linspace(0, 1, drawn.CANVAS)[None, :] + rng.normal(0, 6, (drawn.CANVAS, drawn.CANVAS))
+        paper = 200 + 30 * np.linspace(0, 1, CANVAS_SIZE)[None, :] + rng.normal(0, 6, (CANVAS_SIZE, CANVAS_SIZE))
         photo = np.clip(paper * (1 - 0.75 * ink), 0, 255).astype(np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(np.stack([photo] * 3, axis=-1)).save(buffer, format="JPEG", quality=80)

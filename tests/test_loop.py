@@ -17,11 +17,13 @@ import pytest
 import torch
 
 import db
-from training import drawn
-from training import negatives
-from training import promotion
-from training import registry
+from training.synthetic import drawn
+from training.synthetic import negatives
+from training.lifecycle import promotion
+from training.lifecycle import registry
 import utils
+
+pytestmark = pytest.mark.slow  # trains dry runs in subprocesses and promotes them: tens of seconds each
 
 ROOT = Path(__file__).resolve().parent.parent
 

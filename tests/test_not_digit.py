@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from inference.canvas import CANVAS_SIZE
 from tools import browser
-from training import calibration
-from training import drawn
-from training import negatives
+from training.evaluation import calibration
+from training.synthetic import drawn
+from training.synthetic import negatives
 import utils
 
 
@@ -46,7 +47,7 @@ def test_canvas_drawn_digits_are_kept_and_read_right(figures: dict[str, Any]) ->
 def test_the_browser_tests_digits_are_digits_at_every_pen_width(checkpoint: utils.Checkpoint, digit: int) -> None:
     """The strokes the browser tests draw, rendered as the canvas renders them (round pen, any width)."""
     for width in (8, 14, 20, 30, 40):
-        image = Image.new("L", (drawn.CANVAS, drawn.CANVAS), 0)
+        image = Image.new("L", (CANVAS_SIZE, CANVAS_SIZE), 0)
         pen = ImageDraw.Draw(image)
         for stroke in browser.DIGITS[digit]:
             pen.line(stroke, fill=255, width=width, joint="curve")

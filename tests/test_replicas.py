@@ -14,6 +14,8 @@ import pytest
 from tools import browser
 from tools import replicas
 
+pytestmark = pytest.mark.slow  # starts replicas behind a real Caddy
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

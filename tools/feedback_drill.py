@@ -26,7 +26,7 @@ import numpy as np
 
 
 import db
-from training import drawn
+from training.synthetic import drawn
 from tools import pg
 import utils
 

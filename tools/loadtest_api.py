@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import utils
 from tools import browser, pg, replicas
-from training import drawn
+from training.synthetic import drawn
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -113,7 +113,8 @@ def replica_counts(ports: list[int]) -> list[float]:
 
 
 def drawn_pngs(count: int = 50, seed: int = 25) -> list[tuple[int, bytes]]:
-    """(digit, PNG bytes) for `count` pen-drawn digits (training/drawn.py), the ten digits in turn: what the Locust
+    """(digit, PNG bytes) for `count` pen-drawn digits (training.synthetic.drawn), the ten digits in turn: what the
+    Locust
     clients send, and what the in-process run classifies."""
     rng = np.random.default_rng(seed)
     made = []

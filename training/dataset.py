@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torchvision import datasets
 
-from inference.network import PROJECT_DIR
+from config.paths import DATA_DIR
 
-DATA_ROOT = PROJECT_DIR / "data"
 MNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -58,7 +57,7 @@ class Split:
 # Data
 
 
-def place_mnist(source: Path, root: Path = DATA_ROOT) -> Path:
+def place_mnist(source: Path, root: Path = DATA_DIR) -> Path:
     """Copy the four IDX files from `source` (`.gz` or not) into `root/MNIST/raw/`, uncompressed; return raw dir."""
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -79,7 +78,7 @@ def place_mnist(source: Path, root: Path = DATA_ROOT) -> Path:
     return raw
 
 
-def load_mnist(data_dir: str | None, root: Path = DATA_ROOT) -> tuple[Split, Split, dict[str, str]]:
+def load_mnist(data_dir: str | None, root: Path = DATA_DIR) -> tuple[Split, Split, dict[str, str]]:
     """(train 60k, test 10k, sha256 of the raw files) through torchvision, placing offline files first."""
     if data_dir:
         place_mnist(Path(data_dir), root)

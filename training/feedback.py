@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-import db
+from storage.config import describe
+from storage.database import Database
+from storage.pool import DatabaseUnavailable
 from inference.labels import NOT_DIGIT
 from inference.preprocess import IMAGE_SIZE
 from training.dataset import Split
@@ -70,10 +72,10 @@ def drop_not_digit(feedback: Feedback) -> Feedback:
 
 def prepare(recipe: Recipe) -> Feedback | None:
     """Count, then snapshot the labelled rows; None (with the reason printed) when retraining must not start."""
-    database = db.Database()
+    database = Database()
     try:
         available = database.count_labelled()
-    except db.DatabaseUnavailable as exc:
+    except DatabaseUnavailable as exc:
         print(f"retrain refused: the database is unreachable ({exc}). Nothing was written.")
         return None
     if available < recipe.min_feedback:
@@ -87,7 +89,7 @@ def prepare(recipe: Recipe) -> Feedback | None:
     partial = folder.with_name(stamp + ".partial")  # renamed when complete: a half snapshot never looks whole
     try:
         rows, pixels, skipped = snapshot_rows(database, partial)
-    except db.DatabaseUnavailable as exc:
+    except DatabaseUnavailable as exc:
         shutil.rmtree(partial, ignore_errors=True)
         print(f"retrain refused: the database went away while reading ({exc}). Nothing was written.")
         return None
@@ -97,11 +99,11 @@ def prepare(recipe: Recipe) -> Feedback | None:
         shutil.rmtree(partial, ignore_errors=True)
         print(f"retrain refused: only {len(rows)} labelled rows have a readable image. Nothing was written.")
         return None
-    header = {"created_at": stamp, "database": db.describe(database.dsn), "seed": recipe.seed}
+    header = {"created_at": stamp, "database": describe(database.dsn), "seed": recipe.seed}
     return split_and_seal(rows, pixels, partial, folder, {**header, "skipped_unreadable": skipped})
 
 
-def snapshot_rows(database: db.Database, partial: Path) -> tuple[list[dict[str, Any]], list[np.ndarray], int]:
+def snapshot_rows(database: Database, partial: Path) -> tuple[list[dict[str, Any]], list[np.ndarray], int]:
     """Every labelled row with a readable image written to `partial`/images/: the manifest's rows, the pixels, and
     how many rows were skipped as unreadable."""
     (partial / "images").mkdir(parents=True, exist_ok=True)

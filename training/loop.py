@@ -24,7 +24,7 @@ from inference.labels import CLASSES, NOT_DIGIT
 from inference.network import MNISTClassifier
 from training.dataset import Split, augment
 from training.recipe import Recipe
-from training.registry import Run
+from training.lifecycle.registry import Run
 
 EVAL_BATCH_SIZE = 1_000
 CPU = torch.device("cpu")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from inference.network import PROJECT_DIR
+from config.paths import PROJECT_DIR
 from training.recipe import CANDIDATE_PATH, DRY_RUN_BATCHES, DRY_RUN_OUT, EMA_DECAY, LABEL_SMOOTHING, RUNS_DIR, Recipe
 
 DEFAULTS = Recipe()
@@ -79,26 +79,26 @@ def add_not_digit(parser: argparse.ArgumentParser) -> None:
         "--negatives",
         type=int,
         default=DEFAULTS.negatives,
-        help="drawn non-digits (letters, shapes, scribbles; training/negatives.py) for an 11th class; 0: none",
+        help="drawn non-digits (letters, shapes, scribbles; training.synthetic.negatives) for an 11th class; 0: none",
     )
     group.add_argument(
         "--canvas-digits",
         type=int,
         default=DEFAULTS.canvas_digits,
-        help="with --negatives: digits drawn as on the canvas (half MNIST re-drawn, half pen-drawn; training/drawn.py)",
+        help="with --negatives: digits drawn as on the canvas (half MNIST re-drawn, half pen-drawn)",
     )
     group.add_argument(
         "--style-digits",
         type=int,
         default=DEFAULTS.style_digits,
-        help="with --negatives: digits in common styles and typed in fonts (training/styles.py)",
+        help="with --negatives: digits in common styles and typed in fonts (training/synthetic/styles.py)",
     )
     group.add_argument(
         "--leave-out",
         nargs="*",
         default=[],
         metavar="GROUP",
-        help="non-digit and digit-style groups to keep out of training (leave-family-out; training/leave_out.py)",
+        help="non-digit and digit-style groups to keep out of training (leave-family-out's folds)",
     )
     group.add_argument(
         "--init-from",

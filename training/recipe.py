@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.network import DEFAULT_MODEL_PATH, PROJECT_DIR
-from training.dataset import DATA_ROOT
+from config.paths import DATA_DIR, DEFAULT_MODEL_PATH, PROJECT_DIR
+from config.settings import settings
 
-DRY_RUN_OUT = DATA_ROOT / "dry-run" / "model.pth"
-RUNS_DIR = DATA_ROOT / "runs"  # one folder per training run: checkpoint, metrics.json, plots
+DRY_RUN_OUT = DATA_DIR / "dry-run" / "model.pth"
+RUNS_DIR = DATA_DIR / "runs"  # one folder per training run: checkpoint, metrics.json, plots
 CANDIDATE_PATH = DEFAULT_MODEL_PATH.with_name("candidate.pth")  # --retrain's output, waiting for the gate
 # The recipe's defaults that --retrain takes from its base instead (None in a Recipe tells the two apart).
 LABEL_SMOOTHING = 0.05
@@ -52,8 +52,10 @@ class Recipe:
     dropout: float = 0.3
     negatives: int = 24_000  # drawn non-digits for the 11th class; 0: a ten-class model
     canvas_digits: int = 6_000  # digits drawn as on the canvas, beside the non-digits
-    style_digits: int = 6_000  # digits written in the common styles and typed (training.styles)
-    leave_out: list[str] = field(default_factory=list)  # groups kept out of training (training.leave_out's folds)
+    style_digits: int = 6_000  # digits written in the common styles and typed (training.synthetic.styles)
+    leave_out: list[str] = field(
+        default_factory=list
+    )  # groups kept out of training (training.evaluation.leave_out's folds)
     command: str = ""  # the command line that ran it (train.py fills it in)
     init_from: Path | None = None
     label_smoothing: float | None = None  # None: LABEL_SMOOTHING, or the base's when retraining
@@ -64,9 +66,9 @@ class Recipe:
     finetune_lr: float = 1e-3
     feedback_per_batch: int = 16
     min_feedback: int = 50
-    snapshot_dir: Path = DATA_ROOT / "feedback"
+    snapshot_dir: Path = DATA_DIR / "feedback"
     # the run
-    data_dir: str | None = field(default_factory=lambda: os.environ.get("MNIST_DIR") or None)
+    data_dir: str | None = field(default_factory=lambda: str(settings().mnist_dir or "") or None)
     out: Path | None = None
     device: str = "auto"
     threads: int = 0  # 0: torch's default

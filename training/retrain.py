@@ -23,10 +23,10 @@ from inference.network import Checkpoint, knows_not_digit, load_checkpoint
 from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validation
 from training.feedback import Feedback, drop_not_digit, prepare
 from training.loop import evaluate, fit
-from training.mixes import with_negatives, with_others
+from training.synthetic.mixes import with_negatives, with_others
 from training.recipe import CANDIDATE_PATH, Recipe, portable
-from training.record import data_hash, record_run, track
-from training.registry import Run
+from training.lifecycle.record import data_hash, record_run, track
+from training.lifecycle.registry import Run
 
 
 def retrain(recipe: Recipe) -> int:

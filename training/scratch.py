@@ -20,10 +20,10 @@ from inference.labels import CLASSES
 from inference.network import MNISTClassifier, count_parameters, load_checkpoint, save_checkpoint
 from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validation
 from training.loop import fit
-from training.mixes import with_negatives, with_others
+from training.synthetic.mixes import with_negatives, with_others
 from training.recipe import DRY_RUN_OUT, EMA_DECAY, LABEL_SMOOTHING, RUNS_DIR, Recipe
-from training.record import data_hash, record_run, track
-from training.registry import Run
+from training.lifecycle.record import data_hash, record_run, track
+from training.lifecycle.registry import Run
 
 
 def run(recipe: Recipe) -> int:

@@ -47,13 +47,13 @@ def try_sign_in(given: str) -> str | None:
     expected, who = operator_password(), client()
     if expected is None:
         return "There is no operator view: OPERATOR_PASSWORD is not set."
-    wait = operator.throttle.wait(who)
+    wait = operator.throttle().wait(who)
     if wait > 0:
         return f"Too many wrong passwords from here: try again in {retry_after(wait)} s."
     if not operator.is_password(given, expected):
-        operator.throttle.failed(who)
+        operator.throttle().failed(who)
         return "Wrong password."
-    operator.throttle.succeeded(who)
+    operator.throttle().succeeded(who)
     st.session_state["operator"] = True
     return None
 

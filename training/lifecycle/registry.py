@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from inference.network import PROJECT_DIR
+from config.paths import PROJECT_DIR
+from config.settings import settings
 
 REGISTERED_MODEL = "mnist-digit-classifier"
 DEFAULT_EXPERIMENT = "mnist-digit-classifier"
@@ -45,7 +46,7 @@ def mlflow_installed() -> bool:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{MLRUNS_DIR / 'mlflow.db'}"
+    return settings().mlflow_tracking_uri or f"sqlite:///{MLRUNS_DIR / 'mlflow.db'}"
 
 
 def artifact_root(uri: str) -> str | None:
@@ -95,7 +96,7 @@ class Run:
             return
         try:
             self.client = _client()
-            experiment_name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+            experiment_name = settings().mlflow_experiment_name
             experiment = self.client.get_experiment_by_name(experiment_name)
             experiment_id = (
                 experiment.experiment_id

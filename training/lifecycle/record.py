@@ -16,14 +16,14 @@ from typing import Any
 import torch
 
 from inference.network import MNISTClassifier, count_parameters, load_checkpoint, save_checkpoint
-from training import calibration
+from training.evaluation import calibration
 from training.dataset import Split, load_mnist
-from training.drawn import DRAWN_CHECK_SIZE
+from training.synthetic.drawn import DRAWN_CHECK_SIZE
 from training.loop import Fit, evaluate, pick_device, print_report
-from training.negatives import make_negatives
-from training.plots import plot_confusion, plot_curves, plot_not_digit
+from training.synthetic.negatives import make_negatives
+from training.evaluation.plots import plot_confusion, plot_curves, plot_not_digit
 from training.recipe import Recipe
-from training.registry import CHECKPOINT_ARTIFACTS, REGISTERED_MODEL, Run, git_commit
+from training.lifecycle.registry import CHECKPOINT_ARTIFACTS, REGISTERED_MODEL, Run, git_commit
 
 
 def data_hash(digests: dict[str, str]) -> str:

@@ -1,9 +1,9 @@
 """Tracked experiments: train each configuration below as an MLflow run, then write the comparison into the model card.
 
-    make experiments                            # = python -m training.experiments: every configuration, the report
-    python -m training.experiments --report     # only the report, from the tracking store (models/README.md, .png)
-    python -m training.experiments --dry-run    # every configuration for a few batches (tests)
-    python -m training.experiments --only wide-ema-16 --batch 20261124T175556Z   # add a configuration to a batch
+    make experiments        # = python -m training.lifecycle.experiments: every configuration, the report
+    python -m training.lifecycle.experiments --report  # the report alone, from the tracking store
+    python -m training.lifecycle.experiments --dry-run    # every configuration for a few batches (tests)
+    python -m training.lifecycle.experiments --only wide-ema-16 --batch 20261124T175556Z  # add one to a batch
 
 Each run stores its one-line hypothesis (tag `hypothesis`) and the batch it belongs to (tag `experiment_batch`).
 The winner is the run with the best validation accuracy: the official test set is reported, never used to choose.
@@ -20,16 +20,16 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from inference.network import PROJECT_DIR
+from config.paths import MODELS_DIR
 from training.loop import selection_key
 from training.options import DefaultsHelpFormatter, build_parser, to_recipe
-from training.plots import plot_experiments
+from training.evaluation.plots import plot_experiments
 from training.recipe import RUNS_DIR
-from training.registry import mlflow_installed, tracking_uri
+from training.lifecycle.registry import mlflow_installed, tracking_uri
 from training import scratch
 
-MODEL_CARD = PROJECT_DIR / "models" / "README.md"
-COMPARISON_PLOT = PROJECT_DIR / "models" / "experiments.png"
+MODEL_CARD = MODELS_DIR / "README.md"
+COMPARISON_PLOT = MODELS_DIR / "experiments.png"
 START, END = "<!-- experiments:start -->", "<!-- experiments:end -->"
 EPOCHS = 12
 # These four chose the digit recipe before the "not a digit" class existed: ten classes, as they ran.
@@ -145,7 +145,8 @@ def report(batch: str | None = None) -> str:
         [
             START,
             f"Batch `{chosen}` (`make experiments`; generated from the tracking store by "
-            f"`python -m training.experiments --report`, not typed by hand). Winner by validation accuracy, ties "
+            f"`python -m training.lifecycle.experiments --report`, not typed by hand). Winner by validation accuracy, "
+            f"ties "
             f"broken by the lower validation "
             f"loss (the rule training keeps an epoch by; the test set chooses nothing): **{winner.info.run_name}** "
             f"(version {winner.data.tags.get('model_version', '?')}).",

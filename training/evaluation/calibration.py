@@ -1,6 +1,6 @@
 """How sure the model should be before it says "not a digit", and how honest its confidences are.
 
-    python -m training.calibration models/model.pth       # the shipped model's not-a-digit and calibration figures
+    python -m training.evaluation.calibration models/model.pth  # the not-a-digit and calibration figures
 
 train.py calls `choose_threshold` after training (on the validation split: validation digits as the canvas draws
 them, and validation non-digits from the training families) and stores the threshold in the checkpoint's config;
@@ -11,7 +11,6 @@ shapes, other scribbles, test digits side by side) and the official test digits,
 from __future__ import annotations
 
 import argparse
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from config.settings import settings
 from inference.labels import CLASSES, NOT_DIGIT
 from inference.network import DEFAULT_MODEL_PATH, Checkpoint, MNISTClassifier, load_checkpoint
 from inference.preprocess import IMAGE_SIZE, preprocess_image
 from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validation
-from training.drawn import DRAWN_CHECK_SEED, PEN_DIGITS_HELDOUT, canvas_drawing, pen_digits
-from training.negatives import make_negatives
-from training.plots import plot_not_digit
+from training.synthetic.drawn import DRAWN_CHECK_SEED, PEN_DIGITS_HELDOUT, canvas_drawing, pen_digits
+from training.synthetic.negatives import make_negatives
+from training.evaluation.plots import plot_not_digit
 
 # The threshold keeps at least this share of validation digits (plain, re-drawn, pen-drawn). 99.9 %, the product's
 # bar: 99.95 % rested on the 6 oddest of 12,000 digits and moved the threshold by 0.09 between runs of one recipe.
@@ -235,7 +235,7 @@ def redraw_tradeoff(checkpoint: Checkpoint, val: Split, seed: int, path: Path) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Not-a-digit and calibration figures of a checkpoint.")
     parser.add_argument("checkpoint", nargs="?", default=str(DEFAULT_MODEL_PATH), help="model file")
-    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DIR"), help="offline MNIST folder (env MNIST_DIR)")
+    parser.add_argument("--data-dir", default=settings().mnist_dir, help="offline MNIST folder (env MNIST_DIR)")
     parser.add_argument("--heldout", type=int, default=HELDOUT_NEGATIVES, help="held-out non-digits to draw")
     parser.add_argument(
         "--confidence-only",

@@ -1,11 +1,11 @@
 """Digits as people write them that MNIST has few of (a round or slashed zero, a one with a flag, a serif or a foot,
 a crossed seven, ...) and digits typed in vector fonts, in groups that leave-style-out holds out together.
 
-    python -c "from training.styles import style_digits; print(style_digits(20, 1)[0].shape)"
+    python -c "from training.synthetic.styles import style_digits; print(style_digits(20, 1)[0].shape)"
 
-A digit stays a digit however it is written: these are trained beside MNIST in the not-a-digit stage (training.mixes),
-and training.leave_out measures each group on a model that never saw it. Typed characters (letters and symbols for
-the non-digits too) are drawn here (`typed`), from the fonts matplotlib ships.
+A digit stays a digit however it is written: these are trained beside MNIST in the not-a-digit stage
+(training.synthetic.mixes), and training.evaluation.leave_out measures each group on a model that never saw it.
+Typed characters (letters and symbols for the non-digits too) are drawn here (`typed`), from the fonts matplotlib ships.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from inference.preprocess import IMAGE_SIZE, preprocess_image
-from training.drawn import CANVAS, PenDigit, arc, as_canvas, pen_drawing
+from inference.canvas import CANVAS_SIZE
+from training.synthetic.drawn import PenDigit, arc, as_canvas, pen_drawing
 
 DEJAVU = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSansMono")
 OTHER_FONTS = ("STIXGeneral", "STIXGeneralBol", "STIXGeneralItalic", "cmr10", "cmss10", "cmtt10", "cmb10")
@@ -65,19 +66,21 @@ def typed(char: str, path: Path, rng: np.random.Generator) -> np.ndarray | None:
     """`char` typed in the font at `path`, at a random size, place and tilt, sometimes thickened like a pen: the
     canvas's (280, 280, 4) RGBA, or None when the font has no ink for it."""
     font = ImageFont.truetype(str(path), size=int(rng.integers(90, 230)))
-    glyph = Image.new("L", (CANVAS * 2, CANVAS * 2), 0)
-    ImageDraw.Draw(glyph).text((CANVAS // 2, CANVAS // 2), char, fill=255, font=font)
+    glyph = Image.new("L", (CANVAS_SIZE * 2, CANVAS_SIZE * 2), 0)
+    ImageDraw.Draw(glyph).text((CANVAS_SIZE // 2, CANVAS_SIZE // 2), char, fill=255, font=font)
     glyph = glyph.rotate(float(rng.uniform(-12, 12)), resample=Image.Resampling.BILINEAR)
     box = glyph.getbbox()
     if box is None:
         return None
     ink = glyph.crop(box)
-    if ink.width > CANVAS - 8 or ink.height > CANVAS - 8:
-        ink.thumbnail((CANVAS - 8, CANVAS - 8))
+    if ink.width > CANVAS_SIZE - 8 or ink.height > CANVAS_SIZE - 8:
+        ink.thumbnail((CANVAS_SIZE - 8, CANVAS_SIZE - 8))
     if rng.random() < 0.5:  # canvas pens are thicker than most type
         ink = ink.filter(ImageFilter.MaxFilter(int(rng.choice([3, 5, 7]))))
-    canvas = Image.new("L", (CANVAS, CANVAS), 0)
-    canvas.paste(ink, (int(rng.integers(0, CANVAS - ink.width + 1)), int(rng.integers(0, CANVAS - ink.height + 1))))
+    canvas = Image.new("L", (CANVAS_SIZE, CANVAS_SIZE), 0)
+    canvas.paste(
+        ink, (int(rng.integers(0, CANVAS_SIZE - ink.width + 1)), int(rng.integers(0, CANVAS_SIZE - ink.height + 1)))
+    )
     return as_canvas(canvas.point(lambda v: 255 if v > 100 else 0))
 
 

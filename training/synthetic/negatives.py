@@ -1,20 +1,20 @@
 """Drawings that are not digits: the 11th class the model learns ("not a digit"), and the held-out set that measures
 how many of them it flags.
 
-    python -m training.negatives --preview data/negatives.png    # a grid of each family, as the model sees them
+    python -m training.synthetic.negatives --preview data/negatives.png  # a grid of each family, as the model sees them
 
 Every negative is drawn on a 280x280 canvas the way the app's canvas sends it (white strokes on black, a pen 12-28 px
 wide) and goes through the app's own preprocessing (`preprocess_image`), so the model learns on exactly what it
 will be shown. Two disjoint sources:
 
-- `train`: letters drawn as pen strokes (training/templates.py) and typed in the DejaVu fonts, punctuation and
+- `train`: letters drawn as pen strokes (training/synthetic/templates.py) and typed in the DejaVu fonts, punctuation and
   symbols by hand and typed, shapes, arrows and outlines, everyday pictures made afresh from parts
-  (training/doodles.py), smooth scribbles, filled blobs, digits crossed out, and two or three digits side by side
+  (training.synthetic.doodles), smooth scribbles, filled blobs, digits crossed out, and two or three digits side by side
   (from the training split only). Each family belongs to a group (`GROUPS`) that leave-family-out holds out whole.
 - `heldout`: other drawings for the model card's held-out figures: letters from other fonts (STIX, Computer
   Modern), shapes from fixed templates of their own (a sun, a cloud, an envelope, ...), jagged scribbles and
   hatching, and digits from the test split side by side or hatched over. Pictures of the same things are in
-  training, so the honest figure on kinds never trained on is training.leave_out's.
+  training, so the honest figure on kinds never trained on is training.evaluation.leave_out's.
 
 Letters that people draw like digits are left out of both (O, Q, D, I, l, J, S, Z, B, G, b, g, q and friends): a
 "not a digit" label on them would teach the model to doubt honest 0s, 1s, 2s, 5s, 6s, 8s and 9s.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,12 +32,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from config.settings import settings
+from inference.canvas import CANVAS_SIZE
 from inference.preprocess import IMAGE_SIZE, EmptyDrawingError, preprocess_image
 from training.dataset import load_mnist
-from training.drawn import CANVAS, Stroke, as_canvas, canvas_drawing, pen_drawing
-from training.doodles import PICTURES
-from training.styles import DEJAVU, OTHER_FONTS, fonts, typed
-from training.templates import (
+from training.synthetic.drawn import Stroke, as_canvas, canvas_drawing, pen_drawing
+from training.synthetic.doodles import PICTURES
+from training.synthetic.styles import DEJAVU, OTHER_FONTS, fonts, typed
+from training.synthetic.templates import (
     FONT_LETTERS,
     FONT_SYMBOLS,
     HAND_SYMBOLS,
@@ -81,7 +82,7 @@ def hand_symbol(rng: np.random.Generator) -> np.ndarray:
 
 
 def picture(rng: np.random.Generator) -> np.ndarray:
-    """An everyday doodle (training/doodles.py), new parts every time."""
+    """An everyday doodle (training/synthetic/doodles.py), new parts every time."""
     names = sorted(PICTURES)
     strokes, aspect = PICTURES[names[int(rng.integers(len(names)))]](rng)
     return pen_drawing(strokes, rng, aspect=aspect, height=(90, 250), wobble=0.02, max_slant_deg=15)
@@ -141,7 +142,7 @@ def scribble(rng: np.random.Generator, heldout: bool = False) -> np.ndarray:
 
 def blob(rng: np.random.Generator) -> np.ndarray:
     """A filled shape: someone colouring in."""
-    canvas = Image.new("L", (CANVAS, CANVAS), 0)
+    canvas = Image.new("L", (CANVAS_SIZE, CANVAS_SIZE), 0)
     cx, cy, r = rng.uniform(90, 190), rng.uniform(90, 190), rng.uniform(35, 85)
     angles = spread_angles(int(rng.integers(5, 10)), rng)
     radii = r * rng.uniform(0.6, 1.2, len(angles))
@@ -164,11 +165,11 @@ def digits_side_by_side(digits: torch.Tensor, rng: np.random.Generator) -> np.nd
     height = float(rng.uniform(60, 150))
     gaps = [height * float(rng.uniform(0.08, 0.35)) for _ in pieces[1:]]
     widths = [p.width * height / p.height for p in pieces]
-    fit = min(1.0, (CANVAS - 16) / (sum(widths) + sum(gaps)))  # shrink the row until it fits the canvas
+    fit = min(1.0, (CANVAS_SIZE - 16) / (sum(widths) + sum(gaps)))  # shrink the row until it fits the canvas
     height, widths, gaps = height * fit, [w * fit for w in widths], [g * fit for g in gaps]
-    x = float(rng.uniform(8, max(8.0, CANVAS - 8 - sum(widths) - sum(gaps))))
-    middle = float(rng.uniform(8 + height / 2, CANVAS - 8 - height / 2))
-    canvas = Image.new("L", (CANVAS, CANVAS), 0)
+    x = float(rng.uniform(8, max(8.0, CANVAS_SIZE - 8 - sum(widths) - sum(gaps))))
+    middle = float(rng.uniform(8 + height / 2, CANVAS_SIZE - 8 - height / 2))
+    canvas = Image.new("L", (CANVAS_SIZE, CANVAS_SIZE), 0)
     for k, piece in enumerate(pieces):
         size = (max(1, round(widths[k])), max(1, round(height)))
         scaled = piece.resize(size, Image.Resampling.BILINEAR)
@@ -183,9 +184,9 @@ def crossed_out(digits: torch.Tensor, rng: np.random.Generator, heldout: bool = 
     side = max(ink.width, ink.height)
     scale = float(rng.uniform(90, 200)) / side
     ink = ink.resize((max(1, round(ink.width * scale)), max(1, round(ink.height * scale))), Image.Resampling.BILINEAR)
-    image = Image.new("L", (CANVAS, CANVAS), 0)
-    left = (CANVAS - ink.width) // 2 + int(rng.integers(-30, 31))
-    top = (CANVAS - ink.height) // 2 + int(rng.integers(-30, 31))
+    image = Image.new("L", (CANVAS_SIZE, CANVAS_SIZE), 0)
+    left = (CANVAS_SIZE - ink.width) // 2 + int(rng.integers(-30, 31))
+    top = (CANVAS_SIZE - ink.height) // 2 + int(rng.integers(-30, 31))
     image.paste(ink, (left, top), ink)
     # The strokes over it cover a square box a little larger than the digit, so even a thin 1 is clearly crossed.
     cover = max(ink.width, ink.height) * float(rng.uniform(1.0, 1.25))
@@ -217,7 +218,8 @@ class Family:
     draw: Drawer
 
 
-# What leave-family-out holds out, one group at a time (training.leave_out): families that share a look go together,
+# What leave-family-out holds out, one group at a time (training.evaluation.leave_out): families that share a look go
+# together,
 # so a fold's figure is on drawings unlike anything it was trained on.
 GROUPS = ("letters", "symbols", "shapes", "pictures", "scribbles", "several digits")
 
@@ -326,7 +328,7 @@ def preview(out: Path, digits: torch.Tensor, per_family: int = 12) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preview", type=Path, required=True, help="PNG to write the grid to")
-    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DIR"), help="offline MNIST folder (env MNIST_DIR)")
+    parser.add_argument("--data-dir", default=settings().mnist_dir, help="offline MNIST folder (env MNIST_DIR)")
     options = parser.parse_args()
     mnist_train = load_mnist(options.data_dir)[0]
     preview(options.preview, mnist_train.images)

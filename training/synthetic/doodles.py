@@ -1,7 +1,7 @@
 """Everyday doodles and hand-drawn symbols: what people draw on a digit canvas when they test it (a smiley, a tree, a
 cloud, a note, "?", "$", ...), each generated afresh from primitives so no two are the same.
 
-    python -m training.negatives --preview data/negatives.png    # a row per family, as the model sees them
+    python -m training.synthetic.negatives --preview data/negatives.png    # a row per family, as the model sees them
 
 Every generator takes a seeded `numpy` generator and returns `(strokes, aspect)`: strokes in a unit box (x right,
 y down) and the (min, max) width/height ratio to draw them at (`drawn.pen_drawing` adds size, place, slant, pen
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from training.drawn import Stroke, arc
+from training.synthetic.drawn import Stroke, arc
 
 Doodle = tuple[list[Stroke], tuple[float, float]]
 

@@ -1,6 +1,6 @@
 """Figures for the model card and the tracked runs: training curves, the confusion matrix, experiment comparisons.
 
-    python -m training.experiments --report     # redraws models/experiments.png from the tracking store
+    python -m training.lifecycle.experiments --report     # redraws models/experiments.png from the tracking store
 
 Matplotlib is a development dependency; it is imported inside each function (Agg backend: no display needed).
 """

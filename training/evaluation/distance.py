@@ -1,7 +1,7 @@
 """A second not-a-digit score from the model's feature space: how far an input's features lie from every digit class
 (the Mahalanobis distance of Lee et al. 2018, with one covariance shared by the classes).
 
-    python -m training.leave_out --digits data/runs/<run>/digits.pth    # compares it with the 11th output, per fold
+    python -m training.evaluation.leave_out --digits data/runs/<run>/digits.pth  # vs the 11th output, per fold
 
 The features are the dense hidden layer's (N, hidden) activations. The class means and the shared precision come
 from training digits; the score of an input is its squared distance to the nearest class mean. `combined` joins it

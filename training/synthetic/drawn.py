@@ -1,7 +1,7 @@
 """Digits as a 280x280 canvas holds them: MNIST test digits re-drawn as canvas strokes, and digits drawn from pen
 strokes in handwriting styles that MNIST rarely has.
 
-    python -c "import utils; from training.drawn import style_accuracy as acc; \
+    python -c "import utils; from training.synthetic.drawn import style_accuracy as acc; \
 print(acc(utils.load_model(), 'slashed-zero', 200, seed=1))"
 
 `canvas_drawing`: each MNIST digit is cropped, scaled to a random height (small to nearly full canvas), hardened into
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
+from inference.canvas import CANVAS_SIZE, PEN_WIDTHS
 from inference.labels import CLASSES
 from inference.predict import classify
 from inference.preprocess import IMAGE_SIZE, preprocess_image
 
-CANVAS = 280
 DRAWN_CHECK_SIZE = 2000
 DRAWN_CHECK_SEED = 2024
 
@@ -42,8 +42,8 @@ def canvas_drawing(digit: np.ndarray, rng: np.random.Generator, transparent: boo
     """(280, 280, 4) uint8 RGBA: white solid strokes on black (or on transparent, strokes in alpha)."""
     height = int(rng.integers(70, 250))
     big = upscale_digit(digit, height)
-    if big.shape[1] > CANVAS - 4:  # very wide digits: shrink to fit
-        big = upscale_digit(digit, int(height * (CANVAS - 4) / big.shape[1]))
+    if big.shape[1] > CANVAS_SIZE - 4:  # very wide digits: shrink to fit
+        big = upscale_digit(digit, int(height * (CANVAS_SIZE - 4) / big.shape[1]))
     strokes = Image.fromarray(((big > 0.45) * 255).astype(np.uint8))  # solid pen, no grey
     pen = int(rng.choice([-1, 0, 0, 1, 2]))  # thinner, as drawn, thicker
     if pen > 0:
@@ -52,11 +52,11 @@ def canvas_drawing(digit: np.ndarray, rng: np.random.Generator, transparent: boo
         strokes = strokes.filter(ImageFilter.MinFilter(3))
     ink = np.asarray(strokes, dtype=np.uint8)
     h, w = ink.shape
-    top = int(rng.integers(0, CANVAS - h + 1))
-    left = int(rng.integers(0, CANVAS - w + 1))
-    layer = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
+    top = int(rng.integers(0, CANVAS_SIZE - h + 1))
+    left = int(rng.integers(0, CANVAS_SIZE - w + 1))
+    layer = np.zeros((CANVAS_SIZE, CANVAS_SIZE), dtype=np.uint8)
     layer[top : top + h, left : left + w] = ink
-    rgba = np.zeros((CANVAS, CANVAS, 4), dtype=np.uint8)
+    rgba = np.zeros((CANVAS_SIZE, CANVAS_SIZE, 4), dtype=np.uint8)
     if transparent:
         rgba[..., :3] = 255
         rgba[..., 3] = layer
@@ -187,19 +187,19 @@ def pen_drawing(
     height: tuple[float, float] = (110, 240),
     wobble: float = 0.03,
     max_slant_deg: float = 12.0,
-    pen_widths: tuple[int, ...] = (12, 16, 20, 24, 28),
+    pen_widths: tuple[int, ...] = PEN_WIDTHS,
     image: Image.Image | None = None,
 ) -> np.ndarray:
     """`strokes` (unit box) drawn as a person draws on the canvas: a random size and place, a slant, a pen width and
     a wobble on every point. (280, 280, 4) uint8 RGBA, white strokes on black; `image` adds to an existing drawing."""
-    canvas = image if image is not None else Image.new("L", (CANVAS, CANVAS), 0)
+    canvas = image if image is not None else Image.new("L", (CANVAS_SIZE, CANVAS_SIZE), 0)
     pen = ImageDraw.Draw(canvas)
     tall = rng.uniform(*height)
     ratio = rng.uniform(*aspect)
-    tall = min(tall, (CANVAS - 16) / max(ratio, 1e-6))  # wide shapes: keep the whole box on the canvas
+    tall = min(tall, (CANVAS_SIZE - 16) / max(ratio, 1e-6))  # wide shapes: keep the whole box on the canvas
     width = tall * ratio
     # max(): a box clamped to the canvas above can exceed it by a rounding error
-    left, top = rng.uniform(8, max(8.0, CANVAS - 8 - width)), rng.uniform(8, max(8.0, CANVAS - 8 - tall))
+    left, top = rng.uniform(8, max(8.0, CANVAS_SIZE - 8 - width)), rng.uniform(8, max(8.0, CANVAS_SIZE - 8 - tall))
     slant = math.radians(rng.uniform(-max_slant_deg, max_slant_deg))
     pen_width = int(rng.choice(pen_widths))
     for stroke in strokes:
@@ -217,7 +217,7 @@ def pen_drawing(
 
 def as_canvas(image: Image.Image) -> np.ndarray:
     """An "L" image of white strokes on black as the canvas sends it: (280, 280, 4) uint8 RGBA, opaque."""
-    rgba = np.zeros((CANVAS, CANVAS, 4), dtype=np.uint8)
+    rgba = np.zeros((CANVAS_SIZE, CANVAS_SIZE, 4), dtype=np.uint8)
     rgba[..., :3] = np.asarray(image)[..., None]
     rgba[..., 3] = 255
     return rgba

@@ -1,7 +1,7 @@
 """The training data beyond MNIST: drawn non-digits for the "not a digit" class, and digits drawn as the canvas
 draws them, mixed into the training split; the validation non-digits the threshold is chosen on.
 
-    python -c "from training.mixes import canvas_digits"   # used by training.scratch and training.retrain
+    python -c "from training.synthetic.mixes import canvas_digits"   # used by training.scratch and training.retrain
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import torch
 from inference.labels import NOT_DIGIT
 from inference.preprocess import IMAGE_SIZE, preprocess_image
 from training.dataset import Split
-from training.drawn import canvas_drawing, pen_digits
-from training.negatives import GROUPS, make_negatives
+from training.synthetic.drawn import canvas_drawing, pen_digits
+from training.synthetic.negatives import GROUPS, make_negatives
 from training.recipe import Recipe
-from training.styles import STYLE_GROUPS, style_digits
+from training.synthetic.styles import STYLE_GROUPS, style_digits
 
 
 def canvas_digits(train_split: Split, count: int, seed: int) -> Split:

@@ -27,14 +27,15 @@ from typing import Any
 
 import torch
 
-from training import calibration
-from training import drawn
-from training import registry
+from training.evaluation import calibration
+from training.synthetic import drawn
+from training.lifecycle import registry
 from training.dataset import Split, load_mnist
-from training.negatives import make_negatives
+from training.synthetic.negatives import make_negatives
 from training.loop import evaluate
-from training.plots import plot_confusion
-from inference.network import DEFAULT_MODEL_PATH, Checkpoint, ModelLoadError, knows_not_digit, load_checkpoint
+from training.evaluation.plots import plot_confusion
+from config.settings import settings
+from inference.network import Checkpoint, ModelLoadError, knows_not_digit, load_checkpoint
 
 MIN_OFFICIAL = 0.995  # the official test accuracy a production model must reach
 MAX_DROP = 0.001  # a promotion may not cost more than 0.1 points on either figure
@@ -46,7 +47,7 @@ class Paths:
     """The production model (`MODEL_PATH`, as for the app; default models/model.pth) and the files beside it."""
 
     def __init__(self) -> None:
-        self.model = Path(os.environ.get("MODEL_PATH") or DEFAULT_MODEL_PATH)
+        self.model = settings().model_path
         self.dir = self.model.parent
         self.previous = self.dir / "previous.pth"
         self.record = self.dir / "production.json"

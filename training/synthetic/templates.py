@@ -1,7 +1,7 @@
 """The stroke templates the non-digits are drawn from: letters as a person draws them, and shapes, arrows and
 symbols (`TRAIN_SHAPES` for training, `HELDOUT_SHAPES` only for the model card's held-out figures).
 
-    python -m training.negatives --preview data/negatives.png    # draws them, as the model sees them
+    python -m training.synthetic.negatives --preview data/negatives.png    # draws them, as the model sees them
 
 Each template is a list of strokes in a unit box (x right, y down) and, for shapes, the aspect-ratio range they
 are drawn at.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.drawn import Stroke, arc
+from training.synthetic.drawn import Stroke, arc
 
 # Letters people write like a digit (0: O o Q D; 1: I l i j J; 2: Z z; 5: S s; 6: b G; 8: B; 9: g q a) and lowercase
 # letters that are a smaller copy of their capital. Everything else is a fair "not a digit".

@@ -1,0 +1,1 @@
+"""The project's configuration: where things are (paths) and the one typed `Settings` every process reads."""
