@@ -40,7 +40,7 @@ from access import clients, operator
 from access.limits import Slots, retry_after
 from serve import api, health, metrics, resources
 from serve.api import client_of, error
-from config.settings import SettingsError, check
+from config.settings import SettingsError, check, settings
 
 APP = Path(__file__).resolve().parent / "app.py"
 EXPORT_ROUTE = "/export/predictions.csv"
@@ -51,7 +51,7 @@ _database_lock = threading.Lock()
 @functools.cache
 def export_slots() -> Slots:
     """EXPORT_CONCURRENCY downloads at once, made at first use (after `check_settings`)."""
-    return Slots(check().export_concurrency)
+    return Slots(settings().export_concurrency)
 
 
 def database() -> db.Database:

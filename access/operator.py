@@ -3,8 +3,8 @@ wrong guesses throttled per client; and the short-lived links a signed-in Histor
 
     python -c "from access.operator import password; print(password() is not None)"
 
-With no password set there is no operator view and no export. A password shorter than `MIN_LENGTH` is refused at
-start (server.py), with the reason.
+With no password set there is no operator view and no export. A password shorter than config.settings allows
+(12 characters) is refused at start (server.py), with the reason.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import time
 from access.limits import Throttle
 from config.settings import SettingsError, settings
 
-MIN_LENGTH = 12
 USER = "operator"  # the HTTP Basic user name: curl -u operator:$OPERATOR_PASSWORD
 EXPORT_LINK_SECONDS = 300
 

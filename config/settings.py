@@ -34,7 +34,8 @@ GROUPS = {
 
 
 def var(env: str, default: Any, what: str, group: str, minimum: float | None = None, secret: bool = False) -> Any:
-    """A settings field: its variable `env`, its default, what it means and its group; `minimum` for numbers."""
+    """A settings field: its variable `env`, its default, what it means and its group; `minimum`: the smallest
+    number, or for text the shortest length."""
     meta = {"env": env, "what": what, "group": group, "minimum": minimum, "secret": secret}
     return field(default=default, metadata=meta)
 
@@ -93,6 +94,7 @@ class Settings:
         None,
         "the operator's sign-in on History and the export (>= 12 characters); unset: no operator view, no export",
         "access",
+        minimum=12,
         secret=True,
     )
     operator_max_attempts: int = var(
@@ -189,10 +191,10 @@ def parse(name: str, raw: str | None) -> Any:
     if base is Path:
         path = Path(raw).expanduser()
         return path if path.is_absolute() else PROJECT_DIR / path
-    if name == "OPERATOR_PASSWORD" and len(raw) < 12:
+    shortest = spec.metadata["minimum"]  # for text: its length
+    if shortest is not None and len(raw) < shortest:
         raise SettingsError(
-            f"OPERATOR_PASSWORD is {len(raw)} characters long; use at least 12 "
-            "(or unset it: then there is no operator view and no export)."
+            f"{name} is {len(raw)} characters long; use at least {shortest:g} (or unset it: {spec.metadata['what']})."
         )
     return raw
 
