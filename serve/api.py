@@ -25,15 +25,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from storage.schema import UnknownPrediction
 from access import clients
-from config.settings import settings
 from access.limits import RateLimit, per_minute, retry_after
+from config.settings import settings
 from inference.images import UPLOAD, load_uploaded_image, sniff_format
 from inference.network import ModelLoadError
 from inference.predict import classify
 from inference.preprocess import EmptyDrawingError
 from serve import metrics, record, resources
+from storage.schema import UnknownPrediction
 
 SOURCE = "api"
 LABEL_BODY_BYTES = 1024

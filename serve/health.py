@@ -11,9 +11,9 @@ into a full one while each replica can still answer and spool).
 
 from __future__ import annotations
 
-from storage.pool import DatabaseUnavailable
 from inference.network import ModelLoadError
 from serve import resources
+from storage.pool import DatabaseUnavailable
 
 READY_TIMEOUT = 3.0
 

@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info, disab
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from serve import resources
 from storage.database import Database
 from storage.pool import DatabaseUnavailable
-from serve import resources
 from storage.schema import SOURCES
 
 __all__ = ["CONTENT_TYPE_LATEST", "OUTCOMES", "REGISTRY", "render"]

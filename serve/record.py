@@ -6,10 +6,10 @@ included) and count it in the metrics the same way.
 
 from __future__ import annotations
 
-from storage.database import Database
 from inference.network import Checkpoint, knows_not_digit
 from inference.predict import Prediction
 from serve import metrics
+from storage.database import Database
 
 
 def log_prediction(

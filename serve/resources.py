@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from storage.database import Database
 from config.settings import settings
 from inference.network import Checkpoint, load_checkpoint
+from storage.database import Database
 
 _lock = threading.Lock()
 _checkpoints: dict[tuple[str, float, int], Checkpoint] = {}

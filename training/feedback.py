@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from inference.labels import NOT_DIGIT
+from inference.preprocess import IMAGE_SIZE
 from storage.config import describe
 from storage.database import Database
 from storage.pool import DatabaseUnavailable
-from inference.labels import NOT_DIGIT
-from inference.preprocess import IMAGE_SIZE
 from training.dataset import Split
 from training.recipe import Recipe
 
