@@ -63,7 +63,7 @@ leave-out: install ## Leave-family-out folds of the newest run's stage 2 -> mode
 evaluate: install ## Test-set accuracy, per-class P/R/F1, models/confusion_matrix.png for the shipped model
 	$(PY) train.py --evaluate models/model.pth
 
-experiments: install ## Train every configuration in training/lifecycle/experiments.py (tracked), compare them in models/README.md
+experiments: install ## Train variants of today's recipe (training/lifecycle/experiments.py), compared in models/README.md
 	$(PY) -m training.lifecycle.experiments
 
 promote: install ## Gate registered VERSION=N against production; on success it becomes models/model.pth

@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def private_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Every run a test trains (train.py in a subprocess too) goes to a store of the test run's own: never the
-    developer's mlruns/ or a team server that MLFLOW_TRACKING_URI names (test_loop gives each test its own)."""
+    developer's mlruns/ or a team server that MLFLOW_TRACKING_URI names (test_lifecycle gives each test its own)."""
     before = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
     yield

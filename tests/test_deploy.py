@@ -137,7 +137,7 @@ def test_github_workflow_gates_on_evaluation_and_deploys_only_from_main() -> Non
     assert {"lint", "typecheck", "test", "evaluate", "image", "deploy"} <= set(jobs)
     assert "postgres" in jobs["test"]["services"]
     gate = " ".join(step.get("run", "") for step in jobs["evaluate"]["steps"])
-    assert "0.995" in gate
+    assert "RECIPE.gate.min_official" in gate and ">= bar" in gate, "the bar is the recipe's, not a copy"
     deploy = jobs["deploy"]
     assert "refs/heads/main" in deploy["if"] and set(deploy["needs"]) >= {"test", "evaluate", "image"}
     script = deploy["steps"][-1]["run"]

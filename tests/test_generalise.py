@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.evaluation import calibration, distance, leave_out
+from training.evaluation import distance, leave_out
 from training.synthetic import doodles, drawn, negatives, styles
-from training.recipe import Recipe
+from training.recipe import RECIPE, Recipe
 import utils
 
 
@@ -83,9 +83,9 @@ def test_a_dry_run_fold_measures_every_method(tmp_path: Path, mnist_test_split: 
     for method in leave_out.METHODS:
         assert 0.0 <= fold[method]["flagged"] <= 1.0
         assert set(fold[method]["flagged_by_family"]) <= {"letter (strokes)", "letter (DejaVu)", "picture"}
-        assert fold[method]["validation_digits_kept"] >= calibration.KEEP_DIGITS
+        assert fold[method]["validation_digits_kept"] >= RECIPE.keep_digits
     assert "| **all held-out non-digits** |" in leave_out.table(
-        {"command": "x", "keep": calibration.KEEP_DIGITS, "folds": results}
+        {"command": "x", "keep": RECIPE.keep_digits, "folds": results}
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from training import dataset
+from training.recipe import RECIPE
 from training.loop import evaluate
 import utils
 
@@ -131,7 +132,7 @@ def test_dry_run_trains_end_to_end_on_real_mnist(tmp_path: Path, mnist_test_spli
 
 def test_augmentation_keeps_shape_range_and_is_seeded() -> None:
     images = torch.rand(16, 1, 28, 28)
-    a = dataset.augment(images, torch.Generator().manual_seed(3))
-    b = dataset.augment(images, torch.Generator().manual_seed(3))
+    a = dataset.augment(images, torch.Generator().manual_seed(3), RECIPE.augmentation)
+    b = dataset.augment(images, torch.Generator().manual_seed(3), RECIPE.augmentation)
     assert a.shape == images.shape and torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 1

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torchvision import datasets
 
 from config.paths import DATA_DIR
+from training.recipe import Augmentation
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -29,17 +30,6 @@ MNIST_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-VALIDATION_SIZE = 5_000
-
-# Augmentation strengths (per image, uniform in [-x, x] unless noted). Modest on purpose: preprocessing already
-# normalises size and position, the model only has to absorb what remains.
-MAX_ROTATION_DEG = 12.0
-MAX_SCALE = 0.12  # zoom factor in [1 - x, 1 + x]
-MAX_SHEAR = 0.15
-MAX_SHIFT_PX = 2.0
-P_THICKER = 0.25  # half-step dilation (mean of the image and its 3x3 max-pool): fat pen
-P_THINNER = 0.15  # soften-erode strokes: thin pen
-P_SOLID = 0.3  # harden edges: canvas strokes are uniform, not pen-pressure grey
 
 
 @dataclass
@@ -103,17 +93,20 @@ def split_validation(full: Split, size: int, seed: int) -> tuple[Split, Split]:
 # Augmentation (whole batches at once: one affine_grid/grid_sample call is far faster than per-image PIL on 2 cores)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random affine + stroke-thickness changes for a (N, 1, 28, 28) batch in [0, 1]."""
+def augment(images: torch.Tensor, generator: torch.Generator, strength: Augmentation) -> torch.Tensor:
+    """Random affine + stroke-thickness changes, as strong as the recipe's `strength`, for a (N, 1, 28, 28) batch
+    in [0, 1]."""
     n = images.shape[0]
 
     def uniform(limit: float) -> torch.Tensor:
         return (torch.rand(n, generator=generator) * 2 - 1) * limit
 
-    angle = uniform(math.radians(MAX_ROTATION_DEG))
-    scale = 1 + uniform(MAX_SCALE)
-    shear = uniform(MAX_SHEAR)
-    shift = torch.stack([uniform(MAX_SHIFT_PX), uniform(MAX_SHIFT_PX)], dim=1) * (2 / images.shape[-1])
+    angle = uniform(math.radians(strength.max_rotation_deg))
+    scale = 1 + uniform(strength.max_scale)
+    shear = uniform(strength.max_shear)
+    shift = torch.stack([uniform(strength.max_shift_px), uniform(strength.max_shift_px)], dim=1) * (
+        2 / images.shape[-1]
+    )
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     # Inverse map (output -> input coordinates) as affine_grid expects: rotation/scale, then shear along x.
     theta = torch.stack(
@@ -124,10 +117,10 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     pick = torch.rand(n, generator=generator)
-    thicker = (pick < P_THICKER).view(n, 1, 1, 1)
-    thinner = ((pick >= P_THICKER) & (pick < P_THICKER + P_THINNER)).view(n, 1, 1, 1)
+    thicker = (pick < strength.p_thicker).view(n, 1, 1, 1)
+    thinner = ((pick >= strength.p_thicker) & (pick < strength.p_thicker + strength.p_thinner)).view(n, 1, 1, 1)
     dilated = 0.5 * (out + F.max_pool2d(out, 3, stride=1, padding=1))
     eroded = (out - F.max_pool2d(-out, 3, stride=1, padding=1).neg()).clamp(min=0)  # out minus its erosion
     out = torch.where(thicker, dilated, torch.where(thinner, (out - 0.5 * eroded).clamp(min=0), out))
-    solid = (torch.rand(n, generator=generator) < P_SOLID).view(n, 1, 1, 1)
+    solid = (torch.rand(n, generator=generator) < strength.p_solid).view(n, 1, 1, 1)
     return torch.where(solid, ((out - 0.25) * 2.5).clamp(0, 1), out)

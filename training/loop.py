@@ -76,7 +76,7 @@ def train(
             images = torch.cat([images, extra.images[pick]])
             labels = torch.cat([labels, extra.labels[pick]])
         # Channels-last: the layout oneDNN's CPU convolutions are fastest in.
-        x = augment(images, opt.generator).to(device).contiguous(memory_format=torch.channels_last)
+        x = augment(images, opt.generator, recipe.augmentation).to(device).contiguous(memory_format=torch.channels_last)
         y = labels.to(device)
         logits = model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing or 0.0)
@@ -178,7 +178,7 @@ def optimization(model: MNISTClassifier, recipe: Recipe, lr: float, epochs: int,
     inference."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25
+        optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=recipe.warmup_share
     )
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema), use_buffers=True) if recipe.ema else None
     return Optimization(optimizer, scheduler, ema, torch.Generator().manual_seed(recipe.seed))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from inference.network import Checkpoint, knows_not_digit, load_checkpoint
-from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validation
+from training.dataset import Split, load_mnist, split_validation
 from training.feedback import Feedback, drop_not_digit, prepare
 from training.loop import evaluate, fit
 from training.synthetic.mixes import with_negatives, with_others
@@ -34,6 +34,7 @@ def retrain(recipe: Recipe) -> int:
     feedback = prepare(recipe)
     if feedback is None:
         return 2
+    recipe = recipe.named("retrain")
     return track(recipe, "retrain", lambda device, run: fine_tune(recipe, device, run, feedback))
 
 
@@ -50,7 +51,7 @@ def training_data(recipe: Recipe, with_not_digit: bool) -> tuple[Split, Split, S
     class would be forgotten), the test split, the (validation digits, non-digits) pair for the threshold, and the
     data's digests."""
     full_train, test_split, digests = load_mnist(recipe.data_dir)
-    train_split, val_split = split_validation(full_train, VALIDATION_SIZE, recipe.seed)
+    train_split, val_split = split_validation(full_train, recipe.validation_size, recipe.seed)
     if not with_not_digit:
         return train_split, val_split, test_split, None, digests
     train_split, val_negatives = with_negatives(train_split, val_split, recipe)

@@ -10,6 +10,7 @@ early; the official 10,000 test images are only reported on, never used to choos
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 
 from inference.labels import CLASSES
 from inference.network import MNISTClassifier, count_parameters, load_checkpoint, save_checkpoint
-from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validation
+from training.dataset import Split, load_mnist, split_validation
 from training.loop import fit
 from training.synthetic.mixes import with_negatives, with_others
 from training.recipe import DRY_RUN_OUT, EMA_DECAY, LABEL_SMOOTHING, RUNS_DIR, Recipe
@@ -29,6 +30,7 @@ from training.lifecycle.registry import Run
 def run(recipe: Recipe) -> int:
     """`train_from_scratch` as a tracked run (train.py's default action, and each of `make experiments`)."""
     mode = "dry-run" if recipe.dry_run else "train"
+    recipe = recipe.named(mode)  # the run's folder carries its name
     return track(recipe, mode, lambda device, run: train_from_scratch(recipe, device, run))
 
 
@@ -40,7 +42,7 @@ def train_from_scratch(recipe: Recipe, device: torch.device, run: Run) -> int:
     recipe = recipe.with_defaults(LABEL_SMOOTHING, EMA_DECAY)
     torch.manual_seed(recipe.seed)
     full_train, test_split, digests = load_mnist(recipe.data_dir)
-    train_split, val_split = split_validation(full_train, VALIDATION_SIZE, recipe.seed)
+    train_split, val_split = split_validation(full_train, recipe.validation_size, recipe.seed)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = recipe.out or (DRY_RUN_OUT if recipe.dry_run else RUNS_DIR / f"{stamp}-{recipe.run_name}" / "model.pth")
     extra_meta: dict[str, Any] = {"data_sha256": digests, "command": recipe.command}
@@ -49,7 +51,9 @@ def train_from_scratch(recipe: Recipe, device: torch.device, run: Run) -> int:
     val_negatives: Split | None = None
     if recipe.negatives:
         train_split, val_negatives = with_negatives(train_split, val_split, recipe)
-    model = new_model(recipe, len(CLASSES) + (1 if recipe.negatives else 0), extra_meta, digits_model).to(device)
+    classes = len(CLASSES) + (1 if recipe.negatives else 0)
+    model, recipe = new_model(recipe, classes, extra_meta, digits_model)
+    model = model.to(device)
     print(
         f"train {len(train_split)}, validation {len(val_split)}, test {len(test_split)}; "
         f"{count_parameters(model):,} parameters; {torch.get_num_threads()} threads; device {device}"
@@ -72,7 +76,7 @@ def digit_stage(
     leave-family-out's folds start from: it has seen no non-digit and no drawn style). None when not staged."""
     if not recipe.staged:
         return None
-    model = new_model(recipe, len(CLASSES), {}).to(device)
+    model = new_model(recipe, len(CLASSES), {})[0].to(device)
     print(f"stage 1, the digits: {count_parameters(model):,} parameters, {len(data[0])} MNIST images")
     result = fit(model, data, recipe, device, run, (recipe.epochs_for(recipe.digit_epochs), recipe.lr))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,24 +89,27 @@ def digit_stage(
 
 def new_model(
     recipe: Recipe, classes: int, extra_meta: dict[str, Any], digits: MNISTClassifier | None = None
-) -> MNISTClassifier:
+) -> tuple[MNISTClassifier, Recipe]:
     """The recipe's architecture with random weights; with `digits` (stage 1's model), its weights; with
-    `init_from`, that checkpoint's architecture and weights (its version noted in `extra_meta`)."""
+    `init_from`, that checkpoint's architecture and weights (its version noted in `extra_meta`). Returned with the
+    recipe as it was trained: a warm start's takes the base's architecture."""
     if digits is not None:
         model = MNISTClassifier(tuple(digits.config["channels"]), recipe.hidden, recipe.dropout, num_classes=classes)
         warm_start(model, digits.to(memory_format=torch.contiguous_format))
-        return model
+        return model, recipe
     if not recipe.init_from:
         widths = (recipe.channels[0], recipe.channels[1], recipe.channels[2])
-        return MNISTClassifier(widths, recipe.hidden, recipe.dropout, num_classes=classes)
+        return MNISTClassifier(widths, recipe.hidden, recipe.dropout, num_classes=classes), recipe
     base = load_checkpoint(recipe.init_from)
-    recipe.channels, recipe.hidden = list(base.model.config["channels"]), int(base.model.config["hidden"])
-    recipe.dropout = float(base.model.config["dropout"])
+    config = base.model.config
+    recipe = dataclasses.replace(
+        recipe, channels=list(config["channels"]), hidden=int(config["hidden"]), dropout=float(config["dropout"])
+    )
     extra_meta.update(init_from=base.version, init_from_model_version=base.meta.get("model_version"))
-    model = MNISTClassifier(tuple(base.model.config["channels"]), recipe.hidden, recipe.dropout, num_classes=classes)
+    model = MNISTClassifier(tuple(config["channels"]), recipe.hidden, recipe.dropout, num_classes=classes)
     warm_start(model, base.model)
     print(f"starting from {recipe.init_from} (version {base.version}): its weights and architecture")
-    return model
+    return model, recipe
 
 
 def warm_start(model: MNISTClassifier, base: MNISTClassifier) -> None:

@@ -24,22 +24,17 @@ from config.settings import settings
 from inference.labels import CLASSES, NOT_DIGIT
 from inference.network import DEFAULT_MODEL_PATH, Checkpoint, MNISTClassifier, load_checkpoint
 from inference.preprocess import IMAGE_SIZE, preprocess_image
-from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validation
+from training.dataset import Split, load_mnist, split_validation
+from training.recipe import RECIPE, Recipe
 from training.synthetic.drawn import DRAWN_CHECK_SEED, PEN_DIGITS_HELDOUT, canvas_drawing, pen_digits
 from training.synthetic.negatives import make_negatives
 from training.evaluation.plots import plot_not_digit
 
-# The threshold keeps at least this share of validation digits (plain, re-drawn, pen-drawn). 99.9 %, the product's
-# bar: 99.95 % rested on the 6 oddest of 12,000 digits and moved the threshold by 0.09 between runs of one recipe.
-KEEP_DIGITS = 0.999
 ECE_BINS = 15
 BATCH = 1_000
 HELDOUT_NEGATIVES = 3_000
 HELDOUT_SEED = 7_777
-PEN_VALIDATION = 2_000  # pen-drawn digits (the training ways, a seed of their own) among the validation digits
 PEN_HELDOUT = 1_000  # pen-drawn digits in ways training never saw, for the report
-# Candidate temperatures (log-spaced): one parameter, so a grid is exact enough and cannot diverge.
-TEMPERATURES = np.exp(np.linspace(np.log(0.25), np.log(4.0), 241))
 
 
 @torch.inference_mode()
@@ -49,11 +44,15 @@ def logits_of(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return torch.cat([model(images[i : i + BATCH]).double() for i in range(0, len(images), BATCH)])
 
 
-def fit_temperature(digit_logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The temperature whose digit probabilities give `labels` the highest likelihood (temperature scaling: it
-    rescales every confidence and changes no answer)."""
-    losses = [float(F.cross_entropy(digit_logits / t, labels)) for t in TEMPERATURES]
-    return float(TEMPERATURES[int(np.argmin(losses))])
+def fit_temperature(
+    digit_logits: torch.Tensor, labels: torch.Tensor, grid: tuple[float, float, int] = RECIPE.temperatures
+) -> float:
+    """The temperature of the log-spaced `grid` (lowest, highest, how many) whose digit probabilities give `labels`
+    the highest likelihood (temperature scaling: it rescales every confidence and changes no answer)."""
+    lowest, highest, count = grid
+    temperatures = np.exp(np.linspace(np.log(lowest), np.log(highest), count))
+    losses = [float(F.cross_entropy(digit_logits / t, labels)) for t in temperatures]
+    return float(temperatures[int(np.argmin(losses))])
 
 
 @torch.inference_mode()
@@ -95,7 +94,7 @@ class Choice:
     temperature: float = 1.0
 
 
-def choose_threshold(digit_scores: np.ndarray, negative_scores: np.ndarray, keep: float = KEEP_DIGITS) -> Choice:
+def choose_threshold(digit_scores: np.ndarray, negative_scores: np.ndarray, keep: float) -> Choice:
     """The lowest threshold (most non-digits flagged) that still keeps `keep` of the digits.
 
     A digit is kept when its not-a-digit score is below the threshold; a non-digit is flagged when its score reaches
@@ -130,24 +129,26 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return float(total)
 
 
-def validation_inputs(val_digits: Split, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The digits a threshold must keep: validation digits plain, re-drawn on the canvas and pen-drawn, with labels."""
+def validation_inputs(val_digits: Split, seed: int, pen_count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits a threshold must keep: validation digits plain, re-drawn on the canvas and pen-drawn (at most
+    `pen_count`, the recipe's `pen_validation`), with labels."""
     drawn, picks = drawn_inputs(val_digits.images, len(val_digits), seed)
-    pen, pen_labels = pen_digits(min(PEN_VALIDATION, len(val_digits)), seed)
+    pen, pen_labels = pen_digits(min(pen_count, len(val_digits)), seed)
     images = torch.cat([val_digits.images, drawn, pen])
     return images, torch.cat([val_digits.labels, val_digits.labels[torch.from_numpy(picks)], pen_labels])
 
 
-def calibrate(model: MNISTClassifier, val_digits: Split, val_negatives: torch.Tensor, seed: int) -> Choice:
-    """Fit the temperature, then choose the not-a-digit threshold, on validation only: digits plain, re-drawn on the
-    canvas and pen-drawn, and non-digits. Both are stored in the model (its config travels in the checkpoint)."""
-    images, labels = validation_inputs(val_digits, seed)
+def calibrate(model: MNISTClassifier, val_digits: Split, val_negatives: torch.Tensor, recipe: Recipe) -> Choice:
+    """Fit the temperature, then choose the not-a-digit threshold by the recipe's policy (`keep_digits`), on
+    validation only: digits plain, re-drawn on the canvas and pen-drawn, and non-digits. Both are stored in the model
+    (its config travels in the checkpoint)."""
+    images, labels = validation_inputs(val_digits, recipe.seed, recipe.pen_validation)
     model.set_calibration(temperature=1.0)
-    temperature = fit_temperature(logits_of(model, images)[:, : len(CLASSES)], labels)
+    temperature = fit_temperature(logits_of(model, images)[:, : len(CLASSES)], labels, recipe.temperatures)
     model.set_calibration(temperature=temperature)
     _, digit_scores = scores(model, images)
     _, negative_scores = scores(model, val_negatives)
-    choice = choose_threshold(digit_scores, negative_scores)
+    choice = choose_threshold(digit_scores, negative_scores, recipe.keep_digits)
     choice.temperature = temperature
     model.set_calibration(reject_threshold=choice.threshold)
     return choice
@@ -206,26 +207,24 @@ def print_report(figures: dict[str, Any]) -> None:
 
 def confidence_only(model: torch.nn.Module, val_digits: Split, heldout: torch.Tensor, seed: int) -> Choice:
     """The alternative to a "not a digit" class: call an input "not a digit" when the best digit's probability is low,
-    at the threshold that keeps `KEEP_DIGITS` of the validation digits (as `calibrate` keeps them), and count the
-    held-out non-digits it flags. Scores are 1 - confidence, so the curve reads as `calibrate`'s does."""
-    drawn, _ = drawn_inputs(val_digits.images, len(val_digits), seed)
-    pen, _ = pen_digits(min(PEN_VALIDATION, len(val_digits)), seed)
-    digit_probs, _ = scores(model, torch.cat([val_digits.images, drawn, pen]))
+    at the threshold that keeps the recipe's `keep_digits` of the validation digits (as `calibrate` keeps them), and
+    count the held-out non-digits it flags. Scores are 1 - confidence, so the curve reads as `calibrate`'s does."""
+    images, _ = validation_inputs(val_digits, seed, RECIPE.pen_validation)
+    digit_probs, _ = scores(model, images)
     heldout_probs, _ = scores(model, heldout)
-    return choose_threshold(1.0 - digit_probs.max(axis=1), 1.0 - heldout_probs.max(axis=1))
+    return choose_threshold(1.0 - digit_probs.max(axis=1), 1.0 - heldout_probs.max(axis=1), RECIPE.keep_digits)
 
 
 def redraw_tradeoff(checkpoint: Checkpoint, val: Split, seed: int, path: Path) -> None:
     """The trade-off plot of a trained checkpoint, from the validation sets `calibrate` chose its threshold on
-    (seeded, so the same drawings; the non-digits a tenth of its recipe's `--negatives`)."""
+    (seeded, so the same drawings; the non-digits as many as `with_negatives` drew for its validation)."""
     model = checkpoint.model
-    count = max(int(checkpoint.meta.get("recipe", {}).get("negatives", 0)) // 10, 1)
+    count = max(int(checkpoint.meta.get("recipe", {}).get("negatives", 0)) // RECIPE.negatives_per_validation, 1)
     val_negatives, _ = make_negatives(count, "train", val.images, seed + 1)
-    drawn, _ = drawn_inputs(val.images, len(val), seed)
-    pen, _ = pen_digits(min(PEN_VALIDATION, len(val)), seed)
-    _, digit_scores = scores(model, torch.cat([val.images, drawn, pen]))
+    images, _ = validation_inputs(val, seed, RECIPE.pen_validation)
+    _, digit_scores = scores(model, images)
     _, negative_scores = scores(model, val_negatives)
-    curve = choose_threshold(digit_scores, negative_scores).curve
+    curve = choose_threshold(digit_scores, negative_scores, RECIPE.keep_digits).curve
     kept = float((digit_scores < model.reject_threshold).mean())
     flagged = float((negative_scores >= model.reject_threshold).mean())
     plot_not_digit(curve, (kept, flagged), path)
@@ -256,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     full_train, test, _ = load_mnist(args.data_dir)
     heldout, kinds = make_negatives(args.heldout, "heldout", test.images, HELDOUT_SEED)
     print_report(report(model, test, heldout, kinds))
-    _, val = split_validation(full_train, VALIDATION_SIZE, args.seed)
+    _, val = split_validation(full_train, RECIPE.validation_size, args.seed)
     if args.tradeoff:
         redraw_tradeoff(checkpoint, val, args.seed, args.tradeoff)
     if args.confidence_only:

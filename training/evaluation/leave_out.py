@@ -28,8 +28,8 @@ import torch
 from config.paths import DATA_DIR, MODELS_DIR
 from inference.network import MNISTClassifier, load_checkpoint
 from training.evaluation import distance
-from training.evaluation.calibration import KEEP_DIGITS, scores, validation_inputs
-from training.dataset import VALIDATION_SIZE, Split, load_mnist, split_validation
+from training.evaluation.calibration import scores, validation_inputs
+from training.dataset import Split, load_mnist, split_validation
 from training.loop import pick_device
 from training.synthetic.negatives import GROUPS, make_negatives
 from training.recipe import Recipe
@@ -59,7 +59,7 @@ def method_scores(model: MNISTClassifier, images: torch.Tensor, fitted: distance
     return {"11th output": not_digit, "confidence only": 1.0 - digit_probs.max(axis=1), "feature distance": far}
 
 
-def keeping(reference: np.ndarray, keep: float = KEEP_DIGITS) -> float:
+def keeping(reference: np.ndarray, keep: float) -> float:
     """The lowest threshold at which `keep` of the `reference` (validation digits') scores stay below it."""
     ordered = np.sort(reference)
     needed = min(len(ordered), int(np.ceil(keep * len(ordered))))
@@ -71,9 +71,10 @@ def judge(model: MNISTClassifier, fold: tuple[str, ...], recipe: Recipe) -> dict
     digit styles accepted and read right (per group), at the threshold keeping 99.9 % of validation digits."""
     seed, size = recipe.seed, recipe.check_size
     full_train, test, _ = load_mnist(recipe.data_dir)
-    train_split, val = split_validation(full_train, VALIDATION_SIZE, seed)
+    train_split, val = split_validation(full_train, recipe.validation_size, seed)
     fitted = distance.fit_distance(model, train_split.images[:DISTANCE_FIT], train_split.labels[:DISTANCE_FIT])
-    val_images, _ = validation_inputs(Split(val.images[: size(len(val))], val.labels[: size(len(val))]), seed)
+    val_digits = Split(val.images[: size(len(val))], val.labels[: size(len(val))])
+    val_images, _ = validation_inputs(val_digits, seed, recipe.pen_validation)
     negative_groups = tuple(g for g in GROUPS if g in fold)
     style_groups = tuple(g for g in STYLE_GROUPS if g in fold)
     negatives, kinds = make_negatives(size(FOLD_NEGATIVES), "train", test.images, FOLD_SEED, negative_groups)
@@ -87,7 +88,7 @@ def judge(model: MNISTClassifier, fold: tuple[str, ...], recipe: Recipe) -> dict
     right = scores(model, styled)[0].argmax(axis=1) == labels.numpy()
     figures: dict[str, Any] = {"groups": list(fold), "negatives": len(kinds), "style_digits": len(style_kinds)}
     for method in METHODS:
-        threshold = keeping(reference[method])
+        threshold = keeping(reference[method], recipe.keep_digits)
         flagged = held[method] >= threshold
         accepted = (digits[method] < threshold) & right
         figures[method] = {
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Recipe(data_dir=args.data_dir, dry_run=args.dry_run)
     results = run_folds(args.digits, recipe)
     command = f"python -m training.evaluation.leave_out --digits {args.digits}"
-    summary = {"command": command, "recipe": recipe.portable(), "keep": KEEP_DIGITS, "folds": results}
+    summary = {"command": command, "recipe": recipe.portable(), "keep": recipe.keep_digits, "folds": results}
     for method in METHODS:
         print(f"{method:<24} all held-out non-digits flagged: {pooled(results, method):.2%}")
     out = RESULTS if not args.dry_run else DATA_DIR / "dry-run" / "leave_out.json"

@@ -7,11 +7,11 @@ The gate evaluates the registered version on the official MNIST test set, on the
 (2,000 test digits re-drawn as canvas strokes, read through the app's preprocessing; a digit called "not a digit"
 counts as wrong) and, for a model with the "not a digit" class, on the held-out non-digits (calibration.py), and the
 current production model the same way. It refuses, with a non-zero exit and `models/model.pth` untouched, unless
-the candidate reaches `MIN_OFFICIAL` (and `MIN_FLAGGED`), neither digit figure falls more than `MAX_DROP` below
-production's, and it flags non-digits no less than `MAX_FLAGGED_DROP` below production (or at all, if production
-does). On success the file is replaced
-atomically, the registry's alias `production` moves to the version and `previous` to the one before; the model it
-replaced is kept as `models/previous.pth` (git-ignored) and described in `models/production.json`.
+the candidate passes the recipe's `Gate` (training.recipe): it reaches `min_official` (and `min_flagged`), neither
+digit figure falls more than `max_drop` below production's, and it flags non-digits no less than `max_flagged_drop`
+below production (or at all, if production does). On success the file is replaced atomically, the registry's alias
+`production` moves to the version and `previous` to the one before; the model it replaced is kept as
+`models/previous.pth` (git-ignored) and described in `models/production.json`.
 """
 
 from __future__ import annotations
@@ -34,13 +34,9 @@ from training.dataset import Split, load_mnist
 from training.synthetic.negatives import make_negatives
 from training.loop import evaluate
 from training.evaluation.plots import plot_confusion
+from training.recipe import RECIPE, Gate
 from config.settings import settings
 from inference.network import Checkpoint, ModelLoadError, knows_not_digit, load_checkpoint
-
-MIN_OFFICIAL = 0.995  # the official test accuracy a production model must reach
-MAX_DROP = 0.001  # a promotion may not cost more than 0.1 points on either figure
-MIN_FLAGGED = 0.90  # a model that can say "not a digit" must say it for this share of the held-out non-digits
-MAX_FLAGGED_DROP = 0.01  # ... and not for fewer than production's share less one point (3,000 drawings: noise ~0.5)
 
 
 class Paths:
@@ -69,28 +65,34 @@ def gate_figures(checkpoint: Checkpoint, test: Split, heldout: torch.Tensor) -> 
     }
 
 
-def gate(candidate: dict[str, Any], production: dict[str, Any] | None, dry_run: bool = False) -> list[str]:
-    """Why the candidate may not be promoted (an empty list: it may)."""
+def gate(
+    candidate: dict[str, Any], production: dict[str, Any] | None, dry_run: bool = False, bars: Gate = RECIPE.gate
+) -> list[str]:
+    """Why the candidate may not be promoted (an empty list: it may), by the recipe's gate `bars`."""
     reasons = (
         ["it was trained by a dry run (a smoke test of a few batches, never a production model)"] if dry_run else []
     )
-    if candidate["official"] < MIN_OFFICIAL:
-        reasons.append(f"official test {candidate['official']:.2%} is below the {MIN_OFFICIAL:.1%} bar")
+    if candidate["official"] < bars.min_official:
+        reasons.append(f"official test {candidate['official']:.2%} is below the {bars.min_official:.1%} bar")
     flagged, production_flagged = candidate.get("flagged"), (production or {}).get("flagged")
-    if flagged is not None and flagged < MIN_FLAGGED:
-        reasons.append(f"it flags {flagged:.2%} of the held-out non-digits, below the {MIN_FLAGGED:.0%} bar")
+    if flagged is not None and flagged < bars.min_flagged:
+        reasons.append(f"it flags {flagged:.2%} of the held-out non-digits, below the {bars.min_flagged:.0%} bar")
     if production is not None:
         for key, name in (("official", "official test"), ("drawn", "drawn-digit check")):
-            if candidate[key] < production[key] - MAX_DROP:
+            if candidate[key] < production[key] - bars.max_drop:
                 reasons.append(
-                    f"{name} {candidate[key]:.2%} is more than {MAX_DROP * 100:.1f} points below production's "
+                    f"{name} {candidate[key]:.2%} is more than {bars.max_drop * 100:.1f} points below production's "
                     f"{production[key]:.2%}"
                 )
         if production_flagged is not None and flagged is None:
             reasons.append('it cannot say "not a digit", which production can')
-        elif production_flagged is not None and flagged is not None and flagged < production_flagged - MAX_FLAGGED_DROP:
+        elif (
+            production_flagged is not None
+            and flagged is not None
+            and flagged < production_flagged - bars.max_flagged_drop
+        ):
             reasons.append(
-                f"it flags {flagged:.2%} of the held-out non-digits, more than {MAX_FLAGGED_DROP * 100:.0f} point "
+                f"it flags {flagged:.2%} of the held-out non-digits, more than {bars.max_flagged_drop * 100:.0f} point "
                 f"below production's {production_flagged:.2%}"
             )
     return reasons

@@ -39,7 +39,7 @@ def judge_not_digit(
     val_digits, val_negatives = val
     size = recipe.check_size(len(val_digits))
     digits = Split(val_digits.images[:size], val_digits.labels[:size])
-    choice = calibration.calibrate(model, digits, val_negatives.images, recipe.seed)
+    choice = calibration.calibrate(model, digits, val_negatives.images, recipe)
     heldout, kinds = make_negatives(
         recipe.check_size(calibration.HELDOUT_NEGATIVES), "heldout", test.images, calibration.HELDOUT_SEED
     )
@@ -136,11 +136,10 @@ def track(recipe: Recipe, mode: str, work: Callable[[torch.device, Run], int]) -
     commit, the hypothesis and the device."""
     device = pick_device(recipe.device)
     print(f"device: {device}")
-    recipe.run_name = recipe.run_name or mode
     tags = {"mode": mode, "git_commit": git_commit(), "hypothesis": recipe.hypothesis, "device": str(device)}
     if recipe.experiment_batch:
         tags["experiment_batch"] = recipe.experiment_batch
-    run = Run(recipe.run_name, tags, enabled=recipe.track)
+    run = Run(recipe.run_name or mode, tags, enabled=recipe.track)
     return finish(run, lambda: work(device, run))
 
 

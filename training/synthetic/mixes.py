@@ -39,14 +39,17 @@ def canvas_digits(train_split: Split, count: int, seed: int) -> Split:
 def with_negatives(train_split: Split, val_split: Split, recipe: Recipe) -> tuple[Split, Split]:
     """The training split plus `recipe.negatives` drawn non-digits labelled NOT_DIGIT, `recipe.canvas_digits` digits
     as the canvas draws them and `recipe.style_digits` in the common styles and typed (all shuffled in by `train`),
-    and the validation non-digits (a tenth as many, another seed, digits from the validation split) for the
-    threshold. Groups in `recipe.leave_out` (non-digit families, digit styles) are left out of both."""
+    and the validation non-digits for the threshold (one for every `recipe.negatives_per_validation`, another
+    seed, digits from the validation split). Groups in `recipe.leave_out` (non-digit families, digit styles) are
+    left out of both."""
     count, digits = recipe.negatives_count, recipe.canvas_digits_count
     groups = tuple(g for g in GROUPS if g not in recipe.leave_out)
     styles = tuple(g for g in STYLE_GROUPS if g not in recipe.leave_out)
     t0 = time.perf_counter()
     train_neg, _ = make_negatives(count, "train", train_split.images, recipe.seed, groups)
-    val_neg, _ = make_negatives(max(count // 10, 1), "train", val_split.images, recipe.seed + 1, groups)
+    val_neg, _ = make_negatives(
+        max(count // recipe.negatives_per_validation, 1), "train", val_split.images, recipe.seed + 1, groups
+    )
     drawn_digits = canvas_digits(train_split, digits, recipe.seed)
     styled, styled_labels, _ = style_digits(recipe.style_digits_count if styles else 0, recipe.seed, styles)
     print(

@@ -1,5 +1,5 @@
-"""The loop: tracked runs in a real MLflow store (SQLite in a temp dir), the registry, the promotion gate and
-rollback, and retraining from feedback stored in a real PostgreSQL database."""
+"""A model's life after training: tracked runs in a real MLflow store (SQLite in a temp dir), the registry, the
+promotion gate and rollback, and retraining from feedback stored in a real PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ import torch
 import db
 from training.synthetic import drawn
 from training.synthetic import negatives
-from training.lifecycle import promotion
+from training.lifecycle import experiments, promotion
 from training.lifecycle import registry
+from training.recipe import RECIPE
 import utils
 
 pytestmark = pytest.mark.slow  # trains dry runs in subprocesses and promotes them: tens of seconds each
@@ -91,6 +92,25 @@ def test_dry_run_is_one_tracked_run_and_registers_a_version(store: str, tmp_path
     assert version.run_id == run.info.run_id and version.source.endswith("/checkpoint")
 
 
+def test_experiments_train_variants_of_the_recipe_as_one_tracked_batch(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mnist_test_split
+) -> None:
+    """`make experiments --dry-run` for two variants: each a tracked run of the batch, with its hypothesis, and
+    the variant's change in the checkpoint's recipe (nothing else differs from make train's)."""
+    monkeypatch.setattr(experiments, "RUNS_DIR", tmp_path)
+    assert experiments.main(["--dry-run", "--only", "recipe", "no-ema"]) == 0
+    runs = {}
+    for path in sorted(tmp_path.glob("*/model.pth")):
+        meta = utils.load_checkpoint(path).meta
+        runs[meta["recipe"]["run_name"]] = meta["recipe"]
+        tags = client(store).get_run(meta["run_id"]).data.tags
+        assert tags["experiment_batch"].endswith("-dry-run") and tags["hypothesis"]
+    assert set(runs) == {"recipe", "no-ema"}
+    assert runs["no-ema"]["ema"] == 0.0 and runs["recipe"]["ema"] == 0.999
+    differing = {k for k in runs["recipe"] if runs["recipe"][k] != runs["no-ema"][k]}
+    assert differing == {"ema", "run_name", "hypothesis", "command"}, differing
+
+
 def test_promoting_a_dry_run_version_is_refused_and_changes_nothing(
     store: str, tmp_path: Path, production: Path, mnist_test_split
 ) -> None:
@@ -143,7 +163,7 @@ def test_promotion_that_passes_the_gate_ships_atomically_and_rollback_restores(
     assert (production.parent / "previous.pth").read_bytes() == original
     assert registry.alias_version(registry.PRODUCTION_ALIAS) == version
     record = json.loads((production.parent / "production.json").read_text())
-    assert record["registry_version"] == version and record["gate"]["official"] >= promotion.MIN_OFFICIAL
+    assert record["registry_version"] == version and record["gate"]["official"] >= RECIPE.gate.min_official
     assert (production.parent / "evaluation.json").is_file()
     assert not list(production.parent.glob(".model.pth.*")), "no temporary file is left behind"
     assert production.stat().st_mode & 0o044 == 0o044, "readable by the image's non-root user"
