@@ -5,7 +5,7 @@
 #
 #   Run by the postgres image on an empty volume (docker-compose.yml mounts it in /docker-entrypoint-initdb.d/);
 #   on an existing install, once:  docker compose exec db sh /docker-entrypoint-initdb.d/10-app-role.sh
-#   Tested against this machine's PostgreSQL by tests/test_migrations.py.
+#   Tested against this machine's PostgreSQL by tests/storage/test_migrations.py.
 set -eu
 : "${APP_DB_USER:?set APP_DB_USER}" "${APP_DB_PASSWORD:?set APP_DB_PASSWORD}" "${POSTGRES_DB:?}" "${POSTGRES_USER:?}"
 

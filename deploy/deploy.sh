@@ -10,7 +10,7 @@
 # Ready means every app container's healthcheck (GET /readyz: the model loaded, the database with its schema) says
 # healthy. The last good commit is kept in .deploy/last-good; images are tagged by commit, never :latest, and
 # APP_TAG in .env names the one running, so a manual `docker compose up -d` keeps it.
-# tests/test_deploy_script.py drives this script with a fake docker and git on PATH that record calls and fail on
+# tests/deploy/test_deploy_script.py drives this script with a fake docker and git on PATH that record calls and fail on
 # cue (this machine has no Docker engine); the control flow is what it checks.
 set -uo pipefail # no -e: every failure must reach the rollback, not end the script halfway
 

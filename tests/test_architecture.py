@@ -118,7 +118,7 @@ def test_files_and_functions_fit_in_a_reader_s_head() -> None:
 
 def test_tests_import_the_project_without_patching_sys_path() -> None:
     needle = "sys.path" + ".insert"  # spelt in two, or this file would find itself
-    patched = [p.name for p in (ROOT / "tests").glob("*.py") if needle in p.read_text()]
+    patched = [p.name for p in (ROOT / "tests").rglob("*.py") if needle in p.read_text()]
     assert not patched, f"pytest's pythonpath setting finds the project: {patched}"
     makefile = (ROOT / "Makefile").read_text()
     assert not re.search(r"\$\(PY\)\s+tests/", makefile), "the Makefile runs tools, never a script in tests/"

@@ -1,7 +1,7 @@
 """Several app processes behind Caddy on loopback, as `docker compose up --scale app=N` runs them behind the proxy.
 
     make loadtest REPLICAS=2 KILL_AFTER=20      # the load test through the proxy, replica 1 killed at 20 s
-    (tests/test_replicas.py runs a small one)
+    (tests/deploy/test_replicas.py runs a small one)
 
 `Cluster` starts N `streamlit run server.py` processes on free loopback ports, sharing one database and one spool
 folder (each claims its own spool file there, spool.claim), and Debian's `caddy` on the repository's own Caddyfile

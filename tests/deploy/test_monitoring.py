@@ -2,7 +2,7 @@
 config, the rules, and the rules' own tests), Grafana's provisioning and dashboard, and that every series they
 query is one the app exposes.
 
-    pytest tests/test_monitoring.py
+    pytest tests/deploy/test_monitoring.py
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = Path(__file__).resolve().parent.parent
+from config.paths import PROJECT_DIR
+
+ROOT = PROJECT_DIR
 MONITORING = ROOT / "monitoring"
 DASHBOARD = MONITORING / "grafana" / "dashboards" / "mnist.json"
 

@@ -11,19 +11,19 @@ import io
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 from PIL import Image, ImageDraw
 
+from config.paths import PROJECT_DIR
 from tools import browser
 from tools import pg
 import utils
 
 pytestmark = pytest.mark.browser
-SCREENSHOTS = Path(__file__).resolve().parent.parent / ".github" / "screenshots"
+SCREENSHOTS = PROJECT_DIR / ".github" / "screenshots"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1100, "height": 1000}
 LAPTOP = {"width": 1280, "height": 800}

@@ -7,16 +7,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tools import browser
 from tools import replicas
+from config.paths import PROJECT_DIR
 
 pytestmark = pytest.mark.slow  # starts replicas behind a real Caddy
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 
 
 @pytest.fixture(scope="module")

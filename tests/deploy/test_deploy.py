@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.architecture import closure, graph, modules
+from config.paths import PROJECT_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 COMPOSE_ENV = {
     "POSTGRES_PASSWORD": "only-for-validation",
     "APP_DB_PASSWORD": "only-for-validation-too",

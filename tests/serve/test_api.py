@@ -2,7 +2,7 @@
 drawn digits read right, a letter is not a digit, bad bodies get 4xx JSON, labels land on their row, and the
 metrics count exactly what was done.
 
-    pytest tests/test_api.py
+    pytest tests/serve/test_api.py
 """
 
 from __future__ import annotations

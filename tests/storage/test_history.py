@@ -18,6 +18,7 @@ import db
 from tools import pg
 from storage import spool
 from storage.schema import SCHEMA
+from config.paths import PROJECT_DIR
 
 
 def stats_by_scan(dsn: str) -> dict[str, object]:
@@ -229,7 +230,7 @@ def test_each_process_claims_a_spool_file_of_its_own_and_takes_over_a_dead_ones(
         "import pathlib, sys, time; from storage import spool; "
         "print(spool.claim(pathlib.Path(sys.argv[1])), flush=True); time.sleep(5)"
     )
-    root = Path(__file__).resolve().parent.parent
+    root = PROJECT_DIR
     first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=root, stdout=subprocess.PIPE, text=True)
     try:
         assert first.stdout is not None

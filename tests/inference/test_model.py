@@ -15,8 +15,9 @@ from training import dataset
 from training.recipe import RECIPE
 from training.loop import evaluate
 import utils
+from config.paths import PROJECT_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 
 
 def test_checkpoint_loads_with_weights_only_and_carries_its_config_and_evidence() -> None:

@@ -1,6 +1,6 @@
 """Migrations that never hold the table, and the app as a role that is no superuser, on a real PostgreSQL.
 
-pytest tests/test_migrations.py
+pytest tests/storage/test_migrations.py
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import db
 from storage import migrate
 from storage.schema import SCHEMA, SCHEMA_VERSION
 from tools import pg
+from config.paths import PROJECT_DIR
 
-DB_INIT = Path(__file__).resolve().parent.parent / "deploy" / "db-init.sh"
+DB_INIT = PROJECT_DIR / "deploy" / "db-init.sh"
 
 
 def hold_table(dsn: str) -> psycopg2.extensions.connection:

@@ -17,13 +17,14 @@ import torch
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
+from config.paths import PROJECT_DIR
 import db
 from access import limits
 from tools import pg
 import utils
 from views import stats as stats_view
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 
 
 def rows(dsn: str) -> list[tuple]:
@@ -94,7 +95,7 @@ def test_a_result_shows_the_prediction_fills_the_panel_and_is_logged_once(
     page: Callable[[], AppTest], database: db.Database, database_url: str
 ) -> None:
     """The result of a Predict (seeded in the session): shown, logged once, the panel filled with it.
-    Clicking the panel's feedback controls needs a browser: tests/test_browser.py stores labels through them."""
+    Clicking the panel's feedback controls needs a browser: tests/page/test_browser.py stores labels through them."""
     at = page()
     result = seeded_result(database, digit=3)
     at.session_state["draw_result"] = {**result, "id": None}  # not logged yet: the first showing logs it

@@ -1,7 +1,7 @@
 """deploy/deploy.sh's control flow: successors ready before predecessors go, and every failure rolls back to the last
 good release, whose health is then checked.
 
-    pytest tests/test_deploy_script.py
+    pytest tests/deploy/test_deploy_script.py
 
 This machine has no Docker engine, so `docker` and `git` on the script's PATH are fakes (FAKE_DOCKER below): they
 record every call and keep the app's containers in a JSON file, and fail on cue (a build, a `compose up`, or the
@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from config.paths import PROJECT_DIR
+
+ROOT = PROJECT_DIR
 SCRIPT = ROOT / "deploy" / "deploy.sh"
 OLD, NEW = "a" * 40, "b" * 40
 

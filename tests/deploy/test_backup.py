@@ -1,7 +1,7 @@
 """deploy/backup.sh on this machine's real PostgreSQL: a backup that is verified, private and pruned, a failure that
 is loud, and a restore drill that gives back what the backup took, row for row.
 
-    pytest tests/test_backup.py
+    pytest tests/deploy/test_backup.py
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import psycopg2
 
 import db
 from tools import pg
+from config.paths import PROJECT_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 SCRIPT = ROOT / "deploy" / "backup.sh"
 
 

@@ -1,7 +1,7 @@
 """GET /readyz on a real server: 200 with all well, 503 saying which part failed when the database is unreachable or
 the model file is missing, each answered within the probe's timeout (never hanging); Caddy does not route it.
 
-    pytest tests/test_readyz.py
+    pytest tests/serve/test_readyz.py
 """
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
 """History and Stats in real Chromium: opened by their address on a phone they keep the compact title and the page
 bar on one row, and axe-core finds no serious or critical violation on them, on a laptop and a phone.
 
-    pytest tests/test_pages.py
+    pytest tests/page/test_pages.py
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from config.paths import PROJECT_DIR
 import db
 from tools import browser
 
@@ -21,7 +21,7 @@ PHONE = {"width": 390, "height": 844}
 LAPTOP = {"width": 1280, "height": 800}
 PAGE_NAMES = ("Draw", "Upload", "History", "Stats")
 SERIOUS = ("serious", "critical")
-SCREENSHOTS = Path(__file__).resolve().parent.parent / ".github" / "screenshots"
+SCREENSHOTS = PROJECT_DIR / ".github" / "screenshots"
 
 axe_api = pytest.importorskip("axe_playwright_python.sync_playwright")
 

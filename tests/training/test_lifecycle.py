@@ -16,6 +16,7 @@ import psycopg2
 import pytest
 import torch
 
+from config.paths import PROJECT_DIR
 import db
 from training.synthetic import drawn
 from training.synthetic import negatives
@@ -26,7 +27,7 @@ import utils
 
 pytestmark = pytest.mark.slow  # trains dry runs in subprocesses and promotes them: tens of seconds each
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 
 
 @pytest.fixture

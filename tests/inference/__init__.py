@@ -1,0 +1,1 @@
+"""The model, its checkpoint and preprocessing (inference/), on the real model file."""

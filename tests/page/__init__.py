@@ -1,0 +1,1 @@
+"""The page (app.py, views/): headless AppTest and a real Chromium."""

@@ -1,0 +1,1 @@
+"""PostgreSQL through storage/: writes, the spool, History and Stats reads, migrations."""

@@ -1,0 +1,1 @@
+"""Training (training/): the recipe, tracked runs, the registry and the gate, generalisation checks."""
