@@ -6,13 +6,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+BURSTS ?= 8,16,32,64
 ADDRESS ?= 127.0.0.1
 STAMP := $(VENV)/.installed-stamp
 SOURCES := *.py config access inference storage serve views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback retrain retrain-drill \
-	mlflow loadtest loadtest-api bench bench-history data prune up down logs clean
+	mlflow loadtest loadtest-api bench bench-burst bench-history data prune up down logs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -84,17 +85,20 @@ mlflow: install ## The MLflow UI over the tracking store on http://127.0.0.1:500
 		--backend-store-uri "$$($(PY) -c 'from training import registry; print(registry.tracking_uri())')"
 
 loadtest: install ## USERS (24) x PREDICTIONS (5) in Chromium; REPLICAS=N behind Caddy, KILL_AFTER=S kills one
-	$(PY) -m tools.loadtest --users $(or $(USERS),24) --predictions $(or $(PREDICTIONS),5) $(if $(URL),--url $(URL)) \
+	$(PY) -m tools.load.loadtest --users $(or $(USERS),24) --predictions $(or $(PREDICTIONS),5) $(if $(URL),--url $(URL)) \
 		$(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(KILL_AFTER),--kill-after $(KILL_AFTER))
 
 loadtest-api: install ## Locust: USERS (8) clients for SECONDS (30) against POST /api/predict, REPLICAS=N behind Caddy
-	$(PY) -m tools.loadtest_api --users $(or $(USERS),8) --seconds $(or $(SECONDS),30) $(if $(REPLICAS),--replicas $(REPLICAS))
+	$(PY) -m tools.load.loadtest_api --users $(or $(USERS),8) --seconds $(or $(SECONDS),30) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 bench: install ## Benchmarks: inference latency, database writes/reads, page response (figures for the README)
-	$(PY) -m tools.benchmark
+	$(PY) -m tools.bench.benchmark
+
+bench-burst: install ## BURSTS (8,16,32,64) parallel worst-case images via the API: peak and settled RSS, refusals, rows
+	$(PY) -m tools.bench.bench_burst --bursts $(BURSTS)
 
 bench-history: install ## History/Stats/insert on ROWS (1,000,000) predictions in a throwaway database, with plans
-	$(PY) -m tools.bench_history --rows $(or $(ROWS),1000000) --plans
+	$(PY) -m tools.bench.bench_history --rows $(or $(ROWS),1000000) --plans
 
 data: install ## Place the MNIST files from MNIST_DIR into data/MNIST/raw/ (offline machines)
 	@test -n "$(MNIST_DIR)" || { echo "Set MNIST_DIR to a folder with the four MNIST IDX files (.gz or not)"; exit 1; }

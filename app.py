@@ -105,7 +105,8 @@ def classify_once(
     if cached is not None and cached[0] == digest:
         return cached[1], cached[2]
     started = time.perf_counter()
-    prediction = utils.classify(checkpoint.model, load())
+    with utils.admitted(source):  # decoding and answering: bounded with every other image request in the process
+        prediction = utils.classify(checkpoint.model, load())
     elapsed_ms = (time.perf_counter() - started) * 1000
     st.session_state[cache_key] = (digest, prediction, elapsed_ms)
     return prediction, elapsed_ms
@@ -296,12 +297,14 @@ def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
             return
         st.session_state["upload_counted"] = upload.file_id
     try:
-        image = utils.load_uploaded_image(upload.getvalue())
-    except ValueError as exc:
+        with utils.admitted(upload.getvalue()):  # the decode and its preview, bounded with every other image request
+            image = utils.load_uploaded_image(upload.getvalue())
+            thumbnail = utils.preview(image)
+    except ValueError as exc:  # unreadable, too large, or the server busy (utils.Busy): said in the user's words
         metrics.refused("upload")
         st.error(str(exc))
         return
-    st.image(utils.preview(image), caption=upload.name[:80], width=160)  # a small copy, never the original
+    st.image(thumbnail, caption=upload.name[:80], width=160)  # a small copy, never the original
     if st.button("Predict", type="primary", key="predict-upload"):
         start_prediction(checkpoint, "upload_result", upload.getvalue(), lambda: image)
     show_result(checkpoint, database, "upload_result")

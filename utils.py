@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from inference.admission import Busy, admitted
 from inference.canvas import CANVAS_SIZE, DEFAULT_PEN_WIDTH, PEN_WIDTH_STEP, PEN_WIDTHS
 from inference.labels import CLASSES, NOT_DIGIT
 from inference.network import (
@@ -44,6 +45,7 @@ from inference.images import (
 from inference.preprocess import EmptyDrawingError, preprocess_image
 
 __all__ = [
+    "Busy",
     "CANVAS_SIZE",
     "CLASSES",
     "DEFAULT_PEN_WIDTH",
@@ -60,6 +62,7 @@ __all__ = [
     "MNISTClassifier",
     "ModelLoadError",
     "Prediction",
+    "admitted",
     "classify",
     "convert_to_tensor",
     "format_confidence",

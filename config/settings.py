@@ -82,8 +82,15 @@ class Settings:
     spool_dir: Path = var("SPOOL_DIR", DATA_DIR, "or: each process (replica) claims its own spool file here", "tuning")
     model_path: Path = var("MODEL_PATH", DEFAULT_MODEL_PATH, "the checkpoint the app serves", "app")
     torch_threads: int = var("TORCH_THREADS", 1, "intra-op threads per inference (1 keeps latency steady)", "app", 1)
-    decode_concurrency: int = var(
-        "DECODE_CONCURRENCY", 2, "images decoded at once per process; others wait up to 10 s", "app", 1
+    image_memory_mb: float = var(
+        "IMAGE_MEMORY_MB",
+        160.0,
+        "MB the image requests in flight (page and API) may take at once per process; the worst image ~110 MB",
+        "app",
+        1,
+    )
+    image_wait_seconds: float = var(
+        "IMAGE_WAIT_SECONDS", 10.0, "how long a request waits for a slot before it is refused (API: 503)", "app", 0.0
     )
     export_concurrency: int = var("EXPORT_CONCURRENCY", 2, "CSV exports at once per process; more get 429", "app", 1)
     retention_days: float | None = var(
@@ -158,6 +165,10 @@ OTHER_VARIABLES = {
 }
 
 
+# Variables that were replaced: a `.env` or an environment still setting the old name is told the new one.
+RENAMED = {"DECODE_CONCURRENCY": "IMAGE_MEMORY_MB"}
+
+
 class SettingsError(ValueError):
     """A setting that cannot work; the message names the variable."""
 
@@ -227,6 +238,11 @@ def unknown_in_env_file(path: Path = ENV_FILE) -> list[str]:
 def check() -> Settings:
     """What a process runs at start: every variable parsed, and `.env` free of unknown names."""
     current = settings()
+    renamed = sorted(name for name in RENAMED if os.environ.get(name))
+    if renamed:
+        raise SettingsError(
+            ", ".join(f"{old} is replaced by {RENAMED[old]}: set that instead" for old in renamed) + "."
+        )
     if unknown := unknown_in_env_file():
         raise SettingsError(f"{ENV_FILE.name} sets {', '.join(unknown)}, which nothing reads (a typo?).")
     return current

@@ -6,7 +6,8 @@ bounded before anything is decoded, and come out upright, in a mode everything d
 1. The bytes are counted, the format is one of `FORMATS` (sniffed, not taken from the name), and the size in the
    header is checked (pixels and the longer side) before a single pixel is decoded; the canvas has limits of its
    own that fit a 280x280 canvas at any device pixel ratio.
-2. At most `DECODE_CONCURRENCY` decodes run at once per process, so a burst cannot stack their memory.
+2. The caller holds a slot of the admission gate (inference/admission.py) around the decode and the answer, so a
+   burst cannot stack their memory.
 3. The first frame is decoded, turned upright by its EXIF orientation (a phone's portrait photo), shrunk to
    `WORK_SIDE` at most (the model needs far less), and normalised to L, RGB or RGBA (16-bit, palette, CMYK, 1-bit).
 
@@ -15,28 +16,17 @@ Every refusal is a ValueError whose message a user can act on; the page shows `p
 
 from __future__ import annotations
 
-import functools
 import io
 import math
-import threading
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from config.settings import settings
-
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 WORK_SIDE = 2048  # decoded images are shrunk to this longer side at most: preprocessing works at 1024
 PREVIEW_SIDE = 320
-DECODE_WAIT_SECONDS = 10.0
-
-
-@functools.cache
-def _decoding() -> threading.BoundedSemaphore:
-    """DECODE_CONCURRENCY slots, made at first use: after `.env` is loaded and the settings were checked."""
-    return threading.BoundedSemaphore(settings().decode_concurrency)
 
 
 class ImageRefused(ValueError):
@@ -127,12 +117,28 @@ def decode_image(data: bytes, limits: ImageLimits = UPLOAD) -> Image.Image:
         raise ValueError(
             f"The {limits.what} is too large ({size / 1e6:.1f} MB); the limit is {limits.max_bytes / 1e6:.0f} MB."
         )
-    if not _decoding().acquire(timeout=DECODE_WAIT_SECONDS):
-        raise ValueError("The server is busy reading other images: try again in a moment.")
+    return normalise(_open(bytes(data), limits))
+
+
+# Bytes per pixel and band as decoded (16-bit and float modes take more), and what every request costs besides its
+# decoded pixels (the shrunk copy, preprocessing at 1024, the model, the answer's images), measured by
+# `make bench-burst`: the decode, its shrunk copy and the conversions come to about 1.5x the decoded frame.
+DECODED_BYTES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "I": 4, "F": 4}
+WORKING_COPIES = 1.5
+BASE_MB = 2.0
+
+
+def working_memory_mb(data: bytes) -> float:
+    """What reading and answering the image `data` may take, in MB, from its header alone (nothing is decoded):
+    the admission gate's measure (inference/admission.py). Bytes no format accepts cost the base: the decoder
+    refuses them at once."""
     try:
-        return normalise(_open(bytes(data), limits))
-    finally:
-        _decoding().release()
+        with Image.open(io.BytesIO(data), formats=list(FORMATS)) as image:
+            width, height = image.size
+            per_pixel = len(image.getbands()) * DECODED_BYTES.get(image.mode, 1)
+    except Exception:  # unreadable, truncated or not an image: decode_image says why, in the user's words
+        return BASE_MB
+    return BASE_MB + WORKING_COPIES * width * height * per_pixel / 1e6
 
 
 # The first bytes of each format in FORMATS (what a client sending something else is told: 415, not 400).

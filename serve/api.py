@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 from access import clients
 from access.limits import RateLimit, per_minute, retry_after
 from config.settings import settings
+from inference.admission import Busy, admitted
 from inference.images import UPLOAD, load_uploaded_image, sniff_format
 from inference.network import ModelLoadError
 from inference.predict import classify
@@ -105,9 +106,11 @@ async def predict(request: Request) -> Response:
         answer = await run_in_threadpool(answer_image, body)
     except ModelLoadError as exc:
         return error(503, f"The model could not be loaded: {exc}")
+    except Busy as exc:
+        return refused(503, str(exc), {"Retry-After": str(exc.retry_after)})
     except EmptyDrawingError:
         return refused(400, "The image is blank: there is no digit to read.")
-    except ValueError as exc:  # the decoder's reasons (unreadable, too many pixels, busy), in the user's words
+    except ValueError as exc:  # the decoder's reasons (unreadable, too many pixels), in the user's words
         return refused(400, str(exc))
     return JSONResponse(answer)
 
@@ -116,7 +119,8 @@ def answer_image(body: bytes) -> dict[str, Any]:
     """Decode, classify and log one image (on a worker thread): the API's answer."""
     checkpoint = resources.checkpoint()
     started = time.perf_counter()
-    prediction = classify(checkpoint.model, load_uploaded_image(body))
+    with admitted(body):  # the decode, the model and the answer's images: bounded with every other image request
+        prediction = classify(checkpoint.model, load_uploaded_image(body))
     inference_ms = (time.perf_counter() - started) * 1000
     request_id = str(uuid.uuid4())
     row_id = record.log_prediction(resources.database(), checkpoint, prediction, inference_ms, SOURCE, None, request_id)

@@ -50,17 +50,17 @@ def test_a_malformed_value_is_refused_naming_the_variable(
 
 
 def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
-    """In a fresh process: `.env`'s DECODE_CONCURRENCY takes effect (it used to be read before `.env` was loaded),
+    """In a fresh process: `.env`'s IMAGE_MEMORY_MB takes effect (the old DECODE_CONCURRENCY was read too early),
     and a name `.env` sets that nothing reads is an error, not silence."""
     env_file = tmp_path / ".env"
-    env_file.write_text("DECODE_CONCURRENCY=5\nDB_POOL_SIZE=7\n")
+    env_file.write_text("IMAGE_MEMORY_MB=500\nDB_POOL_SIZE=7\n")
     code = (
         f"import pathlib; from config import settings as s; s.load_env(pathlib.Path({str(env_file)!r})); "
-        "c = s.settings(); print(c.decode_concurrency, c.db_pool_size, s.unknown_in_env_file(s.ENV_FILE))"
+        "c = s.settings(); print(c.image_memory_mb, c.db_pool_size, s.unknown_in_env_file(s.ENV_FILE))"
     )
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "DB_POOL_SIZE": "3"}, capture_output=True)
-    assert out.stdout.decode().split() == ["5", "3", "[]"], out.stderr.decode()
+    assert out.stdout.decode().split() == ["500.0", "3", "[]"], out.stderr.decode()
     env_file.write_text("DB_POOLSIZE=7\n")
     assert config.unknown_in_env_file(env_file) == ["DB_POOLSIZE"]
 
@@ -118,3 +118,9 @@ def test_every_setting_has_a_field_and_the_settings_are_frozen() -> None:
     assert isinstance(current, Settings) and len(VARIABLES) == len(set(VARIABLES))
     with pytest.raises(AttributeError):
         current.db_pool_size = 9  # type: ignore[misc]
+
+
+def test_a_renamed_variable_is_refused_with_its_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DECODE_CONCURRENCY", "3")
+    with pytest.raises(SettingsError, match="DECODE_CONCURRENCY is replaced by IMAGE_MEMORY_MB"):
+        config.check()

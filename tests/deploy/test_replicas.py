@@ -27,7 +27,7 @@ def drill(admin_dsn: str) -> dict:
     report_path.unlink(missing_ok=True)
     args = ["--replicas", "2", "--users", "6", "--predictions", "3", "--kill-after", "12", "--down-for", "5"]
     done = subprocess.run(
-        [sys.executable, "-m", "tools.loadtest", *args, "--spread", "--deadline", "400"],
+        [sys.executable, "-m", "tools.load.loadtest", *args, "--spread", "--deadline", "400"],
         cwd=ROOT,
         env={**os.environ, "TEST_DATABASE_URL": admin_dsn},
         capture_output=True,

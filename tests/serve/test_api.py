@@ -223,7 +223,7 @@ def test_promtool_lints_the_real_metrics(api_url: str) -> None:
 def test_the_api_load_test_runs_end_to_end_and_counts_every_row(tmp_path: Path) -> None:
     """make loadtest-api in small: Locust for a few seconds against a fresh server; every answer is a row."""
     result = subprocess.run(
-        [sys.executable, "-m", "tools.loadtest_api", "--users", "2", "--seconds", "3"],
+        [sys.executable, "-m", "tools.load.loadtest_api", "--users", "2", "--seconds", "3"],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

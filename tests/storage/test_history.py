@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tools import bench_history
+from tools.bench import bench_history
 import db
 from tools import pg
 from storage import spool

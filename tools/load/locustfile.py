@@ -1,7 +1,7 @@
 """Locust's clients for `make loadtest-api`: each posts drawn digits to POST /api/predict as fast as answers come
 back, and labels every tenth answer, as an API caller would.
 
-    locust -f tools/locustfile.py --headless -u 8 -r 8 -t 20s --host http://127.0.0.1:8501   # tools/loadtest_api.py
+    locust -f tools/load/locustfile.py --headless -u 8 -r 8 -t 20s --host http://127.0.0.1:8501  # loadtest_api
 
 The drawings are pen-drawn digits (tools/loadtest_api.drawn_pngs), made once per Locust process, as PNG.
 """
@@ -12,7 +12,7 @@ import random
 
 from locust import HttpUser, constant, task
 
-from tools.loadtest_api import drawn_pngs
+from tools.load.loadtest_api import drawn_pngs
 
 LABEL_EVERY = 10
 

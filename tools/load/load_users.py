@@ -1,7 +1,7 @@
 """The simulated users of the load test: each a browser context that opens the page, draws real strokes, presses
 Predict, labels some answers and clears, as a person would; and the process figures (memory, CPU) read from /proc.
 
-    python -m tools.loadtest --users 8 --predictions 3     # drives these users
+    python -m tools.load.loadtest --users 8 --predictions 3     # drives these users
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 beside in-process `utils.classify` measured in the same run on the same drawings.
 
     make loadtest-api                           # 8 clients for 30 s against a fresh app + throwaway database
-    python -m tools.loadtest_api --users 8 --seconds 30 --replicas 2    # = make loadtest-api REPLICAS=2 (Caddy)
+    python -m tools.load.loadtest_api --users 8 --seconds 30 --replicas 2    # = make loadtest-api REPLICAS=2 (Caddy)
 
 It starts the real server (the shipped model) on a free loopback port, or N replicas behind Caddy, with the API's
 per-client limit off (every client is this machine), runs `locust --headless` for --seconds (bounded: it is killed
@@ -34,9 +34,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import utils
 from tools import browser, pg, replicas
+from config.paths import PROJECT_DIR
 from training.synthetic import drawn
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 
 

@@ -1,7 +1,7 @@
 """History and Stats on a year of traffic: a million predictions in a throwaway database, timed through db.Database.
 
     make bench-history                              # 1,000,000 rows (about 2 min to build), figures + query plans
-    python -m tools.bench_history --rows 20000      # the smoke size the tests use
+    python -m tools.bench.bench_history --rows 20000      # the smoke size the tests use
 
 The table is built with COPY (not a million INSERTs) after `init_db`, so the rollup triggers see it as the app's
 writes would: spread over 365 days, 30 % labelled (2 % of those wrong, 1 % "not a digit"), 3 % flagged "not a digit"
@@ -30,9 +30,10 @@ import db
 from storage.reads import history_filter
 from storage.schema import HISTORY_COLUMNS
 from tools import pg
+from config.paths import PROJECT_DIR
 import utils
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ARTIFACTS = PROJECT_DIR / "test-artifacts"
 DAYS = 365
 LABELLED = 0.30
 WRONG_OF_LABELLED = 0.02

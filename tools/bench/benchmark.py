@@ -1,7 +1,7 @@
 """Benchmarks behind BENCHMARKS.md: inference latency, database writes/reads, page response time.
 
     make bench                       # all three
-    python -m tools.benchmark inference db page
+    python -m tools.bench.benchmark inference db page
 
 Figures are printed and saved to test-artifacts/bench.json. Speed is measured here, never asserted in tests.
 """
@@ -151,7 +151,7 @@ def bench_page(draws: int = 20) -> dict[str, Any]:
         try:
             with (
                 browser.running_app(env, os.environ.get("BENCH_APP", "server.py")) as app_url,
-                browser.running_app(env, "tools/bench_page.py") as trivial_url,
+                browser.running_app(env, "tools/bench/bench_page.py") as trivial_url,
             ):
                 with sync_playwright() as p:
                     chromium = p.chromium.launch(executable_path=path, args=browser.CHROMIUM_ARGS)

@@ -2,9 +2,9 @@
 strokes, predicting R times and labelling some, against the app on loopback.
 
     make loadtest                                # 24 users x 5 predictions against a fresh local app + database
-    python -m tools.loadtest --users 8 --predictions 3
-    python -m tools.loadtest --url http://127.0.0.1:8501 --database-url postgresql://...   # an app already running
-    python -m tools.loadtest --replicas 2 --kill-after 20   # = make loadtest REPLICAS=2 KILL_AFTER=20: through Caddy
+    python -m tools.load.loadtest --users 8 --predictions 3
+    python -m tools.load.loadtest --url http://127.0.0.1:8501 --database-url postgresql://...   # an app already running
+    python -m tools.load.loadtest --replicas 2 --kill-after 20  # = make loadtest REPLICAS=2 KILL_AFTER=20 (Caddy)
 
 Without --url it starts the app (the real server, the shipped model) on a free loopback port against a throwaway
 database and stops both at the end, so it can also report the server's memory and CPU. With --replicas N it starts
@@ -30,7 +30,7 @@ from typing import Any
 import psycopg2
 
 from tools import browser, pg, replicas
-from tools.load_users import cpu_seconds, descendants, drive, rss_mb
+from tools.load.load_users import cpu_seconds, descendants, drive, rss_mb
 
 # After the sessions close: Streamlit keeps a disconnected session for server.disconnectedSessionTTL (30 s in
 # .streamlit/config.toml) in case its user comes back; then it is dropped.

@@ -1,6 +1,6 @@
 """The trivial page the page benchmark compares against: the same canvas, a button that only echoes the image size.
 
-streamlit run tools/bench_page.py     (tools/benchmark.py starts it)
+streamlit run tools/bench/bench_page.py     (tools/bench/benchmark.py starts it)
 """
 
 import streamlit as st

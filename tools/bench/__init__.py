@@ -1,0 +1,1 @@
+"""Benchmarks behind BENCHMARKS.md: `make bench`, `make bench-history`, `make bench-burst`."""
