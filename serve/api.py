@@ -10,7 +10,8 @@ answer: {id, request_id, digit, confidence, probabilities, is_digit, not_digit_s
 the row is logged with source "api" (spooled while the database is away: `id` is then negative). The request id is
 the row's key for the label route: whoever holds it may label the row, nobody else can guess it (a UUID4).
 Errors are JSON {"error": ...}: 400 empty, unreadable or blank, 413 too large, 415 not one of the formats, 429 over
-API_LIMIT_PER_MINUTE per client, 503 while the model cannot be loaded.
+API_LIMIT_PER_MINUTE per client (predictions and labels each; Retry-After), 503 while the model cannot be loaded or
+the images in flight fill IMAGE_MEMORY_MB past IMAGE_WAIT_SECONDS (Retry-After).
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ DRAIN_BYTES = 16 * 1024 * 1024
 @functools.cache
 def api_limit() -> RateLimit:
     """POST /api/predict's limit per client, made at first use (after server.py checked the settings)."""
+    return per_minute(settings().api_limit_per_minute)
+
+
+@functools.cache
+def label_limit() -> RateLimit:
+    """The label route's limit per client: API_LIMIT_PER_MINUTE as well, counted apart from the predictions (each
+    label costs a write, and a spooled one an fsync, so a flood of them is refused, not queued)."""
     return per_minute(settings().api_limit_per_minute)
 
 
@@ -140,6 +148,9 @@ def answer_image(body: bytes) -> dict[str, Any]:
 async def label(request: Request) -> Response:
     """POST /api/predictions/<request_id>/label {"label": 0-9, "not a digit", or null to clear}."""
     request_id = request.path_params["request_id"]
+    wait = label_limit().check(client_of(request))
+    if wait > 0:
+        return error(429, "Too many labels from here: try again later.", {"Retry-After": retry_after(wait)})
     try:
         body = json.loads(await bounded_body(request, LABEL_BODY_BYTES) or b"null")
     except BodyTooLarge:

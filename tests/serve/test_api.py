@@ -204,7 +204,14 @@ def test_limits_and_the_operator_s_metrics(app_db: str, tmp_path: Path) -> None:
     }
     with browser.running_app(env) as url:
         png = encoded(drawn.pen_digit(6, np.random.default_rng(1)))
-        assert [post(url + "/api/predict", png)[0] for _ in range(3)] == [200, 200, 429]
+        answers = [post(url + "/api/predict", png) for _ in range(3)]
+        assert [status for status, _ in answers] == [200, 200, 429]
+        label_url = url + "/api/predictions/{}/label"
+        labelled = [
+            post(label_url.format(answers[0][1]["request_id"]), b'{"label": 6}', "application/json") for _ in range(3)
+        ]
+        assert [status for status, _ in labelled] == [200, 200, 429], "labels have the API's limit too"
+        assert "Too many labels" in labelled[2][1]["error"]
         assert get(url + "/metrics")[0] == 401, "the operator's when OPERATOR_PASSWORD is set"
         assert get(url + "/metrics", "Basic b3BlcmF0b3I6d3Jvbmc=")[0] == 401  # operator:wrong
         good = "Basic " + base64.b64encode(f"operator:{OPERATOR_PASSWORD}".encode()).decode()
