@@ -296,9 +296,10 @@ def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
             )
             return
         st.session_state["upload_counted"] = upload.file_id
+    data = upload.getvalue()
     try:
-        with utils.admitted(upload.getvalue()):  # the decode and its preview, bounded with every other image request
-            image = utils.load_uploaded_image(upload.getvalue())
+        with utils.admitted(data):  # the decode and its preview, bounded with every other image request
+            image = utils.load_uploaded_image(data)
             thumbnail = utils.preview(image)
     except ValueError as exc:  # unreadable, too large, or the server busy (utils.Busy): said in the user's words
         metrics.refused("upload")
@@ -306,7 +307,7 @@ def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
         return
     st.image(thumbnail, caption=upload.name[:80], width=160)  # a small copy, never the original
     if st.button("Predict", type="primary", key="predict-upload"):
-        start_prediction(checkpoint, "upload_result", upload.getvalue(), lambda: image)
+        start_prediction(checkpoint, "upload_result", data, lambda: image)
     show_result(checkpoint, database, "upload_result")
 
 

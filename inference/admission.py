@@ -30,7 +30,8 @@ RETRY_AFTER_SECONDS = 2  # what a refused client is told to wait: a worst-case i
 
 
 class Busy(ValueError):
-    """Every slot stayed taken for the whole wait; the message is the user's, `retry_after` the seconds to wait."""
+    """The budget had no room for the request for the whole wait; the message is the user's, `retry_after` the
+    seconds to wait."""
 
     retry_after = RETRY_AFTER_SECONDS
 
