@@ -3,11 +3,13 @@
 #   docker compose up -d --build      (see DEPLOYMENT.md)
 FROM python:3.11-slim
 
+# FORWARDED_ALLOW_IPS empty: uvicorn believes no X-Forwarded-For itself; TRUSTED_PROXIES alone decides (access/clients.py).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    MALLOC_ARENA_MAX=2
+    MALLOC_ARENA_MAX=2 \
+    FORWARDED_ALLOW_IPS=""
 
 WORKDIR /app
 

@@ -28,7 +28,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 install: $(STAMP) ## Create .venv and install pinned runtime + dev requirements (idempotent)
 
 run: install ## Start the app on http://$(ADDRESS):$(PORT) (ADDRESS=0.0.0.0 for every interface); embedded PostgreSQL unless DATABASE_URL/POSTGRES_HOST is set
-	MALLOC_ARENA_MAX=2 $(PY) -m streamlit run server.py --server.address $(ADDRESS) --server.port $(PORT)
+	MALLOC_ARENA_MAX=2 FORWARDED_ALLOW_IPS= $(PY) -m streamlit run server.py --server.address $(ADDRESS) --server.port $(PORT)
 
 # The inner loop: the tests that need no PostgreSQL, browser, MNIST files or long run (pytest markers, tests/conftest.py).
 check: install lint typecheck ## Lint, typecheck and the tests that need no server, browser or MNIST (minutes)

@@ -91,7 +91,9 @@ def refused(request: Request, what: str = "The export", allow_link: bool = True)
     if expected is None:
         return error(404, f"{what} needs OPERATOR_PASSWORD, which the operator has not set.")
     client = client_of(request)
-    wait = operator.throttle().wait(client)
+    device = clients.cookie_value(request.headers.get("cookie"), clients.VISITOR_COOKIE)
+    device = device if clients.valid_visitor_id(device) else None
+    wait = operator.throttle().wait(client, device)
     if wait > 0:
         return error(429, "Too many wrong passwords: try again later.", {"Retry-After": retry_after(wait)})
     if allow_link and operator.export_links.spend(request.query_params.get("link")):
@@ -100,9 +102,9 @@ def refused(request: Request, what: str = "The export", allow_link: bool = True)
     if given is not None:
         right = operator.is_password(given[1], expected) & operator.is_password(given[0], operator.USER)
         if right:
-            operator.throttle().succeeded(client)
+            operator.throttle().succeeded(client, device)
             return None
-        operator.throttle().failed(client)
+        operator.throttle().failed(client, device)
     challenge = {"WWW-Authenticate": 'Basic realm="MNIST operator", charset="UTF-8"'}
     return error(401, f"{what} is the operator's: sign in on History, or use HTTP Basic.", challenge)
 

@@ -17,7 +17,9 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from config.settings import settings
+from uvicorn.middleware.proxy_headers import _TrustedHosts  # uvicorn's own rule, so the two never disagree
+
+from config.settings import settings, uvicorn_forwarded_allow_ips
 
 VISITOR_COOKIE = "mnist_visitor"
 VISITOR_DAYS = 365
@@ -43,11 +45,31 @@ def _in(address: str, networks: Iterable[Network]) -> bool:
     return any(ip in network for network in networks)
 
 
+def peer_before_uvicorn(peer: str | None, forwarded_for: str | None, allowed: str | None = None) -> str | None:
+    """The connection's own address, where uvicorn may have replaced it. uvicorn puts an X-Forwarded-For hop in the
+    peer's place when the connection came from FORWARDED_ALLOW_IPS (loopback when unset: `streamlit run` without
+    the image's or `make run`'s empty value). Where the peer is the very hop uvicorn would pick from the header, the
+    connection came from one of those addresses: it is put back, so only TRUSTED_PROXIES decides what is believed
+    and a client on loopback cannot name itself."""
+    raw = uvicorn_forwarded_allow_ips() if allowed is None else allowed
+    if not forwarded_for or peer is None or not raw.strip():
+        return peer
+    believed = _TrustedHosts(raw)
+    if believed.get_trusted_client_address(forwarded_for)[0] != peer:
+        return peer
+    for part in raw.split(","):
+        try:
+            return str(ipaddress.ip_network(part.strip(), strict=False).network_address)
+        except ValueError:
+            continue
+    return "proxy"  # "*": some peer uvicorn believed, which no address names
+
+
 def client_address(peer: str | None, forwarded_for: str | None, proxies: str | None = None) -> str:
     """The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address in
     X-Forwarded-For that is not one of the proxies. Loopback without a proxy is "local"."""
     networks = trusted_proxies(proxies)
-    address = peer or "local"
+    address = peer_before_uvicorn(peer, forwarded_for) or "local"
     if forwarded_for and address != "local" and _in(address, networks):
         for hop in reversed([part.strip() for part in forwarded_for.split(",") if part.strip()]):
             address = hop

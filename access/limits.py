@@ -66,20 +66,32 @@ class RateLimit:
 
 class Throttle:
     """Wrong passwords: after `attempts` failures within `window` seconds a client waits until the oldest of them
-    is `window` old (so it is never locked out for good). A success clears the client's count."""
+    is `window` old (so it is never locked out for good). A success clears the client's count.
+
+    A guesser slows down only its own address, so the operator elsewhere signs in as ever. Where the operator shares
+    the guesser's address (an office, a NAT), the browser that has signed in before (its visitor id: a device
+    cookie, 192 random bits no guesser knows) is counted apart from the address, so it is not locked out with it."""
 
     def __init__(self, attempts: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._failures = RateLimit(attempts, window, clock)
+        self._known: dict[str, None] = {}  # devices that signed in (insertion order: the oldest forgotten first)
 
-    def wait(self, client: str) -> float:
+    def _key(self, client: str, device: str | None) -> str:
+        return f"device:{device}" if device is not None and device in self._known else client
+
+    def wait(self, client: str, device: str | None = None) -> float:
         """Seconds this client must wait before it may try a password again (0.0: it may try now)."""
-        return self._failures.wait(client)
+        return self._failures.wait(self._key(client, device))
 
-    def failed(self, client: str) -> None:
-        self._failures.check(client)
+    def failed(self, client: str, device: str | None = None) -> None:
+        self._failures.check(self._key(client, device))
 
-    def succeeded(self, client: str) -> None:
-        self._failures.clear(client)
+    def succeeded(self, client: str, device: str | None = None) -> None:
+        self._failures.clear(self._key(client, device))
+        if device is not None:
+            self._known[device] = None
+            while len(self._known) > MAX_CLIENTS:
+                self._known.pop(next(iter(self._known)))
 
 
 def retry_after(seconds: float) -> str:

@@ -160,6 +160,7 @@ OTHER_VARIABLES = {
     "BACKUP_SOURCE": "deploy/backup.sh: compose on the server",
     "BACKUP_ALERT_CMD": "deploy/backup.sh: run on a failed backup",
     "MALLOC_ARENA_MAX": "glibc: fewer malloc arenas (the image and make run set 2)",
+    "FORWARDED_ALLOW_IPS": "uvicorn: peers whose X-Forwarded-For it applies (the image and make run set it empty)",
     "TEST_DATABASE_URL": "tests: an admin DSN for throwaway databases; unset: an embedded server",
     "CHROMIUM_PATH": "tests: the browser Playwright drives (default /usr/bin/chromium)",
 }
@@ -233,6 +234,12 @@ def unknown_in_env_file(path: Path = ENV_FILE) -> list[str]:
     if not path.is_file():
         return []
     return sorted(name for name in dotenv_values(path) if name not in VARIABLES and name not in OTHER_VARIABLES)
+
+
+def uvicorn_forwarded_allow_ips() -> str:
+    """The peers uvicorn itself takes X-Forwarded-For from, before the app sees a request: uvicorn reads this when
+    the server is made, before server.py is imported, and trusts loopback when it is unset."""
+    return os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 
 def check() -> Settings:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,8 @@ def chromium_path() -> str | None:
 
 # As the image runs the server (Dockerfile ENV): glibc keeps one malloc arena per thread by default, and Streamlit
 # runs every session's script in a thread of its own, so freed session memory stayed fragmented across arenas.
-SERVER_ENV = {"MALLOC_ARENA_MAX": "2"}
+# FORWARDED_ALLOW_IPS empty: uvicorn rewrites no peer from X-Forwarded-For; TRUSTED_PROXIES alone decides.
+SERVER_ENV = {"MALLOC_ARENA_MAX": "2", "FORWARDED_ALLOW_IPS": ""}
 SERVER_PIDS: dict[str, int] = {}  # url -> pid of the streamlit server running_app started there
 
 
@@ -84,16 +85,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(env: dict[str, str], script: str = "server.py", port: int | None = None) -> Iterator[str]:
+def running_app(env: Mapping[str, str | None], script: str = "server.py", port: int | None = None) -> Iterator[str]:
     """Start `streamlit run script` (the page and its export route, as the image runs it) on `port` (default: a free
-    one); yield its URL once /_stcore/health answers."""
+    one); yield its URL once /_stcore/health answers. A variable set to None in `env` is left unset."""
     port = port or free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / f"streamlit-{port}.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port), "--server.address", "127.0.0.1"],
         cwd=ROOT,
-        env={**os.environ, **SERVER_ENV, **env},
+        env={k: v for k, v in {**os.environ, **SERVER_ENV, **env}.items() if v is not None},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -51,7 +51,8 @@ class Cluster:
 
     def __init__(self, replicas: int, env: dict[str, str], spool_dir: Path) -> None:
         self.count = replicas
-        self.env = {**env, "SPOOL_DIR": str(spool_dir)}
+        # Caddy on loopback is the proxy here, as Docker's networks are in Compose.
+        self.env = {"TRUSTED_PROXIES": "127.0.0.1", **env, "SPOOL_DIR": str(spool_dir)}
         self.env.pop("SPOOL_PATH", None)
         self.ports = [browser.free_port() for _ in range(replicas)]
         self.apps: list[Any] = [None] * replicas  # running_app context managers

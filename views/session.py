@@ -44,16 +44,16 @@ def operator_password() -> str | None:
 
 def try_sign_in(given: str) -> str | None:
     """Check `given` against the operator password; None when signed in, else what to tell the user."""
-    expected, who = operator_password(), client()
+    expected, who, device = operator_password(), client(), visitor_id()
     if expected is None:
         return "There is no operator view: OPERATOR_PASSWORD is not set."
-    wait = operator.throttle().wait(who)
+    wait = operator.throttle().wait(who, device)
     if wait > 0:
         return f"Too many wrong passwords from here: try again in {retry_after(wait)} s."
     if not operator.is_password(given, expected):
-        operator.throttle().failed(who)
+        operator.throttle().failed(who, device)
         return "Wrong password."
-    operator.throttle().succeeded(who)
+    operator.throttle().succeeded(who, device)
     st.session_state["operator"] = True
     return None
 

@@ -56,6 +56,20 @@ def test_wrong_passwords_are_throttled_for_a_while_never_for_good() -> None:
     assert throttle.wait("x") == 0.0
 
 
+def test_a_guesser_on_the_operator_s_address_does_not_lock_out_the_operator_s_browser() -> None:
+    clock = Clock()
+    throttle = Throttle(5, 300, clock)
+    throttle.succeeded("203.0.113.5", ALICE)  # the operator signed in from this browser before
+    for guess in range(5):  # someone else behind the same address, with no cookie or a made-up one
+        throttle.failed("203.0.113.5", None if guess % 2 else BOB)
+    assert throttle.wait("203.0.113.5") > 0 and throttle.wait("203.0.113.5", BOB) > 0, "the guesser waits"
+    assert throttle.wait("203.0.113.5", ALICE) == 0.0, "the operator's browser may still sign in"
+    assert throttle.wait("198.51.100.9") == 0.0, "and so may anyone from another address"
+    for _ in range(5):
+        throttle.failed("203.0.113.5", ALICE)
+    assert throttle.wait("203.0.113.5", ALICE) > 0, "a known browser that keeps guessing is slowed too"
+
+
 def test_slots_refuse_beyond_their_size_and_come_back() -> None:
     slots = Slots(2)
     assert slots.take() and slots.take() and not slots.take()
@@ -71,6 +85,19 @@ def test_the_proxy_header_is_believed_only_from_the_proxy() -> None:
     assert clients.client_address("10.0.0.2", "198.51.100.1, 10.0.0.3", "10.0.0.0/8") == "198.51.100.1"
     assert clients.client_address(None, "198.51.100.1", "") == "local"
     assert clients.client_address("10.0.0.2", "not-an-address", "10.0.0.0/8") == "not-an-address"
+
+
+def test_a_peer_uvicorn_rewrote_from_the_header_is_put_back() -> None:
+    """uvicorn trusts loopback's X-Forwarded-For unless FORWARDED_ALLOW_IPS says otherwise, and hands the app the
+    header's hop as the peer: that hop is taken back to the loopback it came from."""
+    loopback = "127.0.0.1,::1"
+    assert clients.peer_before_uvicorn("198.51.100.1", "198.51.100.1", loopback) == "127.0.0.1"
+    assert clients.peer_before_uvicorn("198.51.100.1", "6.6.6.6, 198.51.100.1, 127.0.0.1", loopback) == "127.0.0.1"
+    assert clients.peer_before_uvicorn("203.0.113.7", "198.51.100.1", loopback) == "203.0.113.7", "a real peer"
+    assert clients.peer_before_uvicorn("198.51.100.1", "198.51.100.1", "") == "198.51.100.1", "uvicorn trusts none"
+    assert clients.peer_before_uvicorn("198.51.100.1", None, loopback) == "198.51.100.1"
+    assert clients.peer_before_uvicorn("198.51.100.1", "198.51.100.1", "10.0.0.0/8") == "10.0.0.0"
+    assert clients.peer_before_uvicorn("198.51.100.1", "198.51.100.1", "*") == "proxy"
 
 
 def test_visitor_ids_are_random_and_checked() -> None:

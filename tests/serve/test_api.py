@@ -220,6 +220,30 @@ def test_limits_and_the_operator_s_metrics(app_db: str, tmp_path: Path) -> None:
         assert samples(text)[("mnist_predictions_total", (("outcome", "refused"), ("source", "api")))] == 1
 
 
+@pytest.mark.parametrize("uvicorn_trusts", [None, ""], ids=["plain-streamlit-run", "as-the-image-runs"])
+def test_a_client_on_loopback_cannot_pick_its_identity_with_x_forwarded_for(
+    app_db: str, tmp_path: Path, uvicorn_trusts: str | None
+) -> None:
+    """No proxy in front (`streamlit run server.py`, where uvicorn believes loopback's header, or `make run`): a
+    spoofed X-Forwarded-For does not make a new client, so it does not dodge the limit."""
+    env = {"DATABASE_URL": app_db, "SPOOL_PATH": str(tmp_path / "spool.jsonl"), "MODEL_PATH": "",
+           "API_LIMIT_PER_MINUTE": "2", "FORWARDED_ALLOW_IPS": uvicorn_trusts}  # fmt: skip
+    png = encoded(drawn.pen_digit(3, np.random.default_rng(2)))
+
+    def as_client(url: str, claimed: str) -> int:
+        headers = {"Content-Type": "image/png", "X-Forwarded-For": claimed}
+        request = urllib.request.Request(url + "/api/predict", data=png, method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    with browser.running_app(env) as url:
+        statuses = [as_client(url, "198.51.100.1"), as_client(url, "198.51.100.1"), as_client(url, "198.51.100.2")]
+    assert statuses == [200, 200, 429]
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)")
 def test_promtool_lints_the_real_metrics(api_url: str) -> None:
     status, text = get(api_url + "/metrics")
