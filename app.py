@@ -31,6 +31,8 @@ from views import history, session, stats
 DRAW_COLUMNS = (0.42, 0.58)  # of the centred page's 736 px: the 280 px canvas, and the answer beside it
 SOURCES = {"draw_result": "page", "upload_result": "upload"}  # a result's slot -> the row's source (db.SOURCES)
 NOT_A_DIGIT_ANSWER = "This doesn't look like a digit"  # the page's words for the model's "not a digit" answer
+# The database away and the spool at SPOOL_MAX_MB: an answer that could not be kept is not shown.
+SPOOL_FULL = "The database is unreachable and this server cannot keep more until it is back: nothing was saved."
 COMPONENTS_DIR = Path(__file__).resolve().parent / "components"  # the custom elements' CSS and JS, read at import
 
 st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/draw:", layout="centered")
@@ -157,9 +159,13 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     # Logged (or spooled) before it is shown: an answer a user has seen is never lost, even if this process dies
     # the next moment (a replica killed behind the proxy). The wait is ~1 ms, at most DB_WRITE_TIMEOUT when hung.
     if result["id"] is None:  # waits at most DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool
-        result["id"] = record.log_prediction(
-            database, checkpoint, prediction, result.get("inference_ms"), SOURCES[slot], session.visitor_id()
-        )
+        try:
+            result["id"] = record.log_prediction(
+                database, checkpoint, prediction, result.get("inference_ms"), SOURCES[slot], session.visitor_id()
+            )
+        except db.SpoolFull:  # not kept, so not shown: the next Predict (or rerun) tries again
+            st.error(SPOOL_FULL + " Please try again in a few minutes.", icon=":material/cloud_off:")
+            return
     elif result["id"] < 0:
         result["id"] = database.resolve(result["id"])  # replayed since it was spooled: its row's real id
     if prediction.is_digit:
@@ -214,6 +220,8 @@ def save_label(database: db.Database, slot: str) -> None:
         metrics.labelled(SOURCES[slot])
     except ValueError as exc:
         result["label_error"] = f"Could not save the label: {exc}"
+    except db.SpoolFull:
+        result["label_error"] = f"Could not save the label: {SPOOL_FULL}"
 
 
 def panel_data(result: dict[str, Any]) -> dict[str, Any]:

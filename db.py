@@ -21,6 +21,7 @@ from storage.config import configured_dsn, describe, embedded_dsn
 from storage.database import Database
 from storage.pool import DatabaseUnavailable
 from storage.schema import NOT_A_DIGIT, SOURCES, UnknownPrediction
+from storage.spool import SpoolFull
 
 __all__ = [
     "NOT_A_DIGIT",
@@ -28,6 +29,7 @@ __all__ = [
     "Database",
     "UnknownPrediction",
     "DatabaseUnavailable",
+    "SpoolFull",
     "configured_dsn",
     "describe",
     "embedded_dsn",

@@ -80,6 +80,13 @@ class Settings:
         "SPOOL_PATH", None, "one file for writes kept while the database is unreachable (one process)", "tuning"
     )
     spool_dir: Path = var("SPOOL_DIR", DATA_DIR, "or: each process (replica) claims its own spool file here", "tuning")
+    spool_max_mb: float = var(
+        "SPOOL_MAX_MB",
+        200,
+        "a spool file's cap: past it a write is refused, said so (~100k predictions)",
+        "tuning",
+        0.01,
+    )
     model_path: Path = var("MODEL_PATH", DEFAULT_MODEL_PATH, "the checkpoint the app serves", "app")
     torch_threads: int = var("TORCH_THREADS", 1, "intra-op threads per inference (1 keeps latency steady)", "app", 1)
     image_memory_mb: float = var(

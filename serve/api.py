@@ -36,6 +36,11 @@ from inference.predict import classify
 from inference.preprocess import EmptyDrawingError
 from serve import metrics, record, resources
 from storage.schema import UnknownPrediction
+from storage.spool import SpoolFull
+
+# Said when the database is away and the spool is at its cap (SPOOL_MAX_MB): nothing was kept, so nothing is answered.
+SPOOL_FULL = "The database is unreachable and this server's store for waiting writes is full: nothing was saved."
+SPOOL_FULL_RETRY = "60"
 
 SOURCE = "api"
 LABEL_BODY_BYTES = 1024
@@ -116,6 +121,8 @@ async def predict(request: Request) -> Response:
         return error(503, f"The model could not be loaded: {exc}")
     except Busy as exc:
         return refused(503, str(exc), {"Retry-After": str(exc.retry_after)})
+    except SpoolFull:
+        return refused(503, SPOOL_FULL + " Try again later.", {"Retry-After": SPOOL_FULL_RETRY})
     except EmptyDrawingError:
         return refused(400, "The image is blank: there is no digit to read.")
     except ValueError as exc:  # the decoder's reasons (unreadable, too many pixels), in the user's words
@@ -163,6 +170,8 @@ async def label(request: Request) -> Response:
         stored = await run_in_threadpool(resources.database().label_request, request_id, body["label"])
     except UnknownPrediction:
         return error(404, "No prediction with that request id.")
+    except SpoolFull:
+        return error(503, SPOOL_FULL + " Send the label again later.", {"Retry-After": SPOOL_FULL_RETRY})
     except ValueError as exc:
         return error(400, f'{exc} Send 0-9 or "not a digit".')
     metrics.labelled(SOURCE)

@@ -87,6 +87,9 @@ class StateCollector:
         database = self.database()
         spool = database.spool
         yield GaugeMetricFamily("mnist_spool_depth", "Writes waiting in the spool for the database", spool.pending())
+        yield GaugeMetricFamily("mnist_spool_bytes", "Bytes of writes waiting in the spool", spool.size())
+        if spool.max_bytes is not None:  # at it, writes are refused (503, a message on the page): alerted at 80%
+            yield GaugeMetricFamily("mnist_spool_max_bytes", "The spool's cap (SPOOL_MAX_MB)", spool.max_bytes)
         age = spool.oldest_age()
         yield GaugeMetricFamily(
             "mnist_spool_oldest_age_seconds",

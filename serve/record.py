@@ -22,11 +22,10 @@ def log_prediction(
     request_id: str | None = None,
 ) -> int:
     """Log the answer shown (or sent) now and count it; returns the row id (negative while spooled). Waits at most
-    DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool."""
+    DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool; SpoolFull when that is at its cap."""
     knows = knows_not_digit(checkpoint.model)  # a model without "not a digit" logs NULL, not a made-up verdict
-    metrics.answered(source, prediction.is_digit, inference_ms)
     with metrics.timed_write():
-        return database.log_prediction(
+        row_id = database.log_prediction(
             prediction.digit,
             prediction.confidence,
             prediction.probabilities,
@@ -39,3 +38,5 @@ def log_prediction(
             source=source,
             request_id=request_id,
         )
+    metrics.answered(source, prediction.is_digit, inference_ms)  # counted once kept: SpoolFull is a refusal
+    return row_id

@@ -42,7 +42,7 @@ from storage.schema import (
     label_record,
     prediction_record,
 )
-from storage.spool import Spool
+from storage.spool import Spool, SpoolFull
 from storage.spool import claim as spool_claim
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class Database(Reads):
         current = settings()
         configured = spool_path or current.spool_path
         self.spool_path = Path(configured) if configured else spool_claim(current.spool_dir)
-        self.spool = Spool(self.spool_path)
+        self.spool = Spool(self.spool_path, int(current.spool_max_mb * 2**20))
         self._provisional: dict[int, str] = {}  # provisional (negative) id -> request_id, for offline feedback
         self._replayed: dict[int, int] = {}  # provisional id -> the row's real id, once replayed
         self._schema_ready = False
@@ -151,8 +151,8 @@ class Database(Reads):
             # Give the row an id the page can attach feedback to (its time is already the user's, not the replay's).
             provisional = -(int(uuid.UUID(record["request_id"])) % (2**62) + 1)
             record["provisional_id"] = provisional
+            self._spool(record, exc)  # SpoolFull at the cap: not kept, and the caller says so
             self._provisional[provisional] = record["request_id"]
-            self._spool(record, exc)
             return provisional
 
     def set_true_label(self, prediction_id: int, true_label: int | str | None) -> bool:
@@ -260,7 +260,12 @@ class Database(Reads):
     # -- the spool ---------------------------------------------------------------------------------------------
 
     def _spool(self, record: dict[str, Any], reason: Exception) -> None:
-        self.spool.append(record)
+        """Keep a write for later; SpoolFull (nothing kept, logged) when the spool is at its cap."""
+        try:
+            self.spool.append(record)
+        except SpoolFull:
+            log.error("database unavailable (%s) and the spool is full: a %s was refused", reason, record["op"])
+            raise
         log.warning("database unavailable (%s); spooled a %s to %s", reason, record["op"], self.spool_path)
         self._start_replayer()
 

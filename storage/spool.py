@@ -78,11 +78,17 @@ def claim(folder: Path) -> Path:
         return mine
 
 
-class Spool:
-    """Append, read, and drop the replayed head of one spool file; safe across threads and processes."""
+class SpoolFull(RuntimeError):
+    """The database is away and the spool has reached its cap: this write was not kept (the caller says so)."""
 
-    def __init__(self, path: Path) -> None:
+
+class Spool:
+    """Append, read, and drop the replayed head of one spool file; safe across threads and processes. `max_bytes`
+    caps what `append` lets the file grow to (None: no cap), so an outage cannot fill the disk."""
+
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
         self.path = path
+        self.max_bytes = max_bytes
         self._lock = threading.RLock()
 
     @contextmanager
@@ -97,19 +103,27 @@ class Spool:
                     fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     def append(self, record: dict[str, Any]) -> None:
-        """Keep one write durably (fsync'd before this returns)."""
+        """Keep one write durably (fsync'd before this returns); SpoolFull, and nothing written, past the cap."""
         line = json.dumps(record, separators=(",", ":")) + "\n"
         with self._locked():
+            if self.max_bytes is not None and self.size() + len(line.encode()) > self.max_bytes:
+                raise SpoolFull(
+                    f"the database is unreachable and its spool {self.path.name} is full ({self.max_bytes} bytes)"
+                )
             with open(self.path, "a", encoding="utf-8") as out:
                 out.write(line)
                 out.flush()
                 os.fsync(out.fileno())
 
-    def has_writes(self) -> bool:
+    def size(self) -> int:
+        """Bytes waiting (0 when there is no file)."""
         try:
-            return self.path.stat().st_size > 0
+            return self.path.stat().st_size
         except FileNotFoundError:
-            return False
+            return 0
+
+    def has_writes(self) -> bool:
+        return self.size() > 0
 
     def pending(self) -> int:
         """How many writes wait."""

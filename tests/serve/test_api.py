@@ -244,6 +244,36 @@ def test_a_client_on_loopback_cannot_pick_its_identity_with_x_forwarded_for(
     assert statuses == [200, 200, 429]
 
 
+def test_at_the_spool_s_cap_the_api_refuses_with_503_and_stores_nothing_more(tmp_path: Path) -> None:
+    """The database away and SPOOL_MAX_MB reached: predictions and labels get 503 with Retry-After and a reason,
+    the spool stays under its cap, and the operator's metrics say how full it is."""
+    spool = tmp_path / "spool.jsonl"
+    env = {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "SPOOL_PATH": str(spool), "MODEL_PATH": "",
+           "SPOOL_MAX_MB": "0.01", "API_LIMIT_PER_MINUTE": "0", "DB_CONNECT_TIMEOUT": "1"}  # fmt: skip
+    png = encoded(drawn.pen_digit(4, np.random.default_rng(3)))
+    with browser.running_app(env) as url:
+        answers = []
+        for _ in range(60):
+            answers.append(post(url + "/api/predict", png))
+            if answers[-1][0] != 200:
+                break
+        status, refusal = answers[-1]
+        kept = [answer for code, answer in answers if code == 200]
+        assert status == 503 and "nothing was saved" in refusal["error"], refusal
+        assert kept and all(answer["id"] < 0 for answer in kept), "spooled until the cap"
+        for _ in range(30):  # a label is shorter than a prediction: one may still fit in what is left
+            label = post(url + f"/api/predictions/{kept[0]['request_id']}/label", b'{"label": 4}', "application/json")
+            if label[0] != 202:
+                break
+        assert label[0] == 503 and "nothing was saved" in label[1]["error"], label
+        state = samples(get(url + "/metrics")[1])
+    cap = 0.01 * 2**20
+    assert spool.stat().st_size <= cap
+    assert state[("mnist_spool_max_bytes", ())] == int(cap)
+    assert state[("mnist_spool_bytes", ())] == spool.stat().st_size
+    assert state[("mnist_spool_depth", ())] == len(kept)
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)")
 def test_promtool_lints_the_real_metrics(api_url: str) -> None:
     status, text = get(api_url + "/metrics")

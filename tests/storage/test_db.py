@@ -204,6 +204,22 @@ def test_unreachable_database_spools_and_replays_exactly_once(tmp_path: Path, da
     down.close()
 
 
+def test_at_its_cap_the_spool_refuses_a_write_and_never_grows_past_it(tmp_path: Path) -> None:
+    down = db.Database("postgresql://nobody@127.0.0.1:1/none", spool_path=tmp_path / "spool.jsonl", connect_timeout=1)
+    down.spool.max_bytes = 2000
+    kept = []
+    with pytest.raises(db.SpoolFull, match="full"):
+        for _ in range(100):
+            kept.append(down.log_prediction(2, 0.8, PROBS, b"img", "v1"))
+    assert 0 < len(kept) < 100 and all(row_id < 0 for row_id in kept)
+    assert down.pending() == len(kept) and down.spool.size() <= 2000, "the refused write left nothing behind"
+    down.spool.max_bytes = down.spool.size()  # a label is shorter than a prediction: no room for it either now
+    with pytest.raises(db.SpoolFull):
+        down.set_true_label(kept[0], 3)
+    assert down.pending() == len(kept)
+    down.close()
+
+
 def test_server_stopped_mid_run_and_restarted_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     server = pg.PrivateServer(tmp_path / "pgdata")
     handle = db.Database(server.dsn, spool_path=tmp_path / "spool.jsonl", connect_timeout=1)
