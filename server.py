@@ -39,6 +39,7 @@ import utils
 from access import clients, operator
 from access.limits import Slots, retry_after
 from serve import api, health, metrics, resources
+from serve.access_log import AccessLog
 from serve.api import client_of, error
 from config.settings import SettingsError, check, settings
 
@@ -234,5 +235,5 @@ app = st.App(
         Route("/metrics", prometheus_metrics),
         Route("/readyz", readyz),
     ],
-    middleware=[Middleware(PageGuard)],
+    middleware=[Middleware(AccessLog), Middleware(PageGuard)],
 )
