@@ -37,12 +37,14 @@ check: install lint typecheck ## Lint, typecheck and the tests that need no serv
 test: install lint typecheck ## Lint, typecheck and run every test (what CI runs)
 	$(PY) -m pytest
 
-lint: install ## black, flake8, actionlint (workflow), hadolint (Dockerfile), components/*.js (node) and *.css
+lint: install ## black, flake8, actionlint, hadolint, amtool (Alertmanager's config), components/*.js (node) and *.css
 	$(PY) -m black --check --quiet $(SOURCES)
 	$(PY) -m flake8 $(SOURCES)
 	$(PY) -m tools.lint_css components/*.css
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(VENV)/bin/hadolint Dockerfile
+	@if command -v amtool >/dev/null; then amtool check-config monitoring/alertmanager.yml; \
+	else echo "amtool not found (apt-get install prometheus-alertmanager): monitoring/alertmanager.yml not checked"; fi
 	@# The custom elements' JS, syntax-checked as ES modules (node reads .mjs as one), where node is installed.
 	@if command -v node >/dev/null; then tmp=$$(mktemp -d); for f in components/*.js; do \
 		cp "$$f" "$$tmp/$$(basename "$$f" .js).mjs" && node --check "$$tmp/$$(basename "$$f" .js).mjs" || exit 1; \

@@ -111,6 +111,12 @@ class Settings:
         minimum=12,
         secret=True,
     )
+    operator_password_file: Path | None = var(
+        "OPERATOR_PASSWORD_FILE",
+        None,
+        "or: a file holding it (Compose mounts secrets/operator_password, which Prometheus reads too)",
+        "access",
+    )
     operator_max_attempts: int = var(
         "OPERATOR_MAX_ATTEMPTS", 5, "wrong passwords per client before it must wait (429)...", "access", 1
     )
@@ -154,7 +160,8 @@ OTHER_VARIABLES = {
     "APP_TAG": "Compose: the image tag (deploy/deploy.sh sets the commit it ships)",
     "DOMAIN": "Compose: Caddy serves HTTPS for it; unset: plain HTTP on port 80",
     "POSTGRES_MAX_CONNECTIONS": "Compose: >= replicas x (DB_POOL_SIZE + 2) + 5 (default 100)",
-    "GRAFANA_PASSWORD": "Compose profile monitoring: Grafana's admin password",
+    "GRAFANA_PASSWORD": "Compose: Grafana's admin password (required; the profile monitoring runs Grafana)",
+    "ALERT_WEBHOOK_URL": "Compose profile monitoring: where Alertmanager sends alerts (an ntfy topic URL, a relay)",
     "SITE_ADDRESS": "Caddyfile: a domain, ':80', or 'http://127.0.0.1:8080'",
     "PROXY_BIND": "Caddyfile: interfaces Caddy listens on",
     "APP_UPSTREAMS": "Caddyfile: dns (every address of APP_HOST) or static (APP_STATIC)",
@@ -166,6 +173,7 @@ OTHER_VARIABLES = {
     "BACKUP_REMOTE": "deploy/backup.sh: rclone remote for off-site copies",
     "BACKUP_SOURCE": "deploy/backup.sh: compose on the server",
     "BACKUP_ALERT_CMD": "deploy/backup.sh: run on a failed backup",
+    "BACKUP_ALERTMANAGER": "deploy/backup.sh: where a failed backup fires (default http://127.0.0.1:9093; off)",
     "MALLOC_ARENA_MAX": "glibc: fewer malloc arenas (the image and make run set 2)",
     "FORWARDED_ALLOW_IPS": "uvicorn: peers whose X-Forwarded-For it applies (the image and make run set it empty)",
     "TEST_DATABASE_URL": "tests: an admin DSN for throwaway databases; unset: an embedded server",
@@ -224,9 +232,28 @@ def load_env(path: Path = ENV_FILE) -> None:
     load_dotenv(path, override=False)
 
 
+def _password_from_file(values: dict[str, str | None]) -> dict[str, str | None]:
+    """OPERATOR_PASSWORD_FILE's content stands for OPERATOR_PASSWORD: one copy of the secret on a server, mounted
+    read-only into the app and into Prometheus, never in a data volume or a process listing."""
+    path = parse("OPERATOR_PASSWORD_FILE", values["OPERATOR_PASSWORD_FILE"])
+    if path is None:
+        return values
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"OPERATOR_PASSWORD_FILE names {str(path)!r}, which cannot be read ({exc}).") from None
+    given = (values["OPERATOR_PASSWORD"] or "").strip()
+    if given and text and given != text:
+        raise SettingsError(
+            "OPERATOR_PASSWORD and the file OPERATOR_PASSWORD_FILE names hold different passwords: keep one (the file)."
+        )
+    return {**values, "OPERATOR_PASSWORD": text or given}
+
+
 @functools.lru_cache(maxsize=8)
 def _build(raw: tuple[str | None, ...]) -> Settings:
-    return Settings(**{spec.name: parse(name, value) for (name, spec), value in zip(VARIABLES.items(), raw)})
+    values = _password_from_file(dict(zip(VARIABLES, raw)))
+    return Settings(**{spec.name: parse(name, values[name]) for name, spec in VARIABLES.items()})
 
 
 def settings() -> Settings:
@@ -285,6 +312,7 @@ def env_example() -> str:
         "POSTGRES_PASSWORD": "change-me-to-a-long-random-password",
         "APP_DB_USER": "mnist_app",
         "APP_DB_PASSWORD": "change-me-to-another-long-random-password",
+        "GRAFANA_PASSWORD": "change-me-to-a-third-long-random-password",
     }
     entries = [
         (spec.metadata["group"], name, spec.metadata["what"], shown(spec.default)) for name, spec in VARIABLES.items()

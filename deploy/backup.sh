@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # A verified backup of the app's database, kept with mode 0600, with retention, copied off-site when configured, and
-# loud when anything fails (exit status, a status file, and BACKUP_ALERT_CMD).
+# loud when anything fails (exit status, a status file, an alert through Alertmanager, and BACKUP_ALERT_CMD).
 #
 #   make backup                               # where DATABASE_URL points (or PG* variables), into data/backups/
 #   BACKUP_SOURCE=compose make backup         # the Compose database, through `docker compose exec db` (the server)
 #   deploy/backup.sh restore-drill            # = make restore-drill: the newest dump into a throwaway database
 #
 # Settings: BACKUP_DIR (data/backups), BACKUP_KEEP (14 newest dumps kept), BACKUP_REMOTE (an rclone remote:path the
-# dump is copied to; unset: local only), BACKUP_ALERT_CMD (run with the failure message as its argument, e.g. a mail
-# command). The dump is checked before it is kept: `pg_restore --list` reads it and holds the predictions' data, and
+# dump is copied to; unset: local only), BACKUP_ALERTMANAGER (default http://127.0.0.1:9093, the monitoring
+# profile's: a failure fires BackupFailed there, which reaches the operator's webhook like every other alert, and the
+# next good backup resolves it; "off": none), BACKUP_ALERT_CMD (also run with the failure message as its argument). The dump is checked before it is kept: `pg_restore --list` reads it and holds the predictions' data, and
 # the rows in it lie between the table's count before and after the dump. The restore drill loads it with
 # --single-transaction --exit-on-error and compares the restored table, row for row, with the dump's own rows.
 set -uo pipefail
@@ -20,9 +21,22 @@ BACKUP_SOURCE=${BACKUP_SOURCE:-local}
 umask 077
 
 say() { printf '%s backup: %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
+
+alert() { # alert <until> <summary>: BackupFailed in Alertmanager, firing until <until> (now: resolved); 0 if sent
+  local url=${BACKUP_ALERTMANAGER:-http://127.0.0.1:9093} text=$2
+  [ "$url" = off ] && return 0
+  text=${text//\\/\/}; text=${text//\"/\'}; text=${text//$'\n'/ } # a JSON string: no quotes, backslashes, newlines
+  curl -fsS --max-time 10 -H 'Content-Type: application/json' -d "[{\"labels\": {\"alertname\": \"BackupFailed\",
+    \"severity\": \"critical\"}, \"annotations\": {\"summary\": \"$text\"}, \"endsAt\": \"$1\"}]" \
+    "$url/api/v2/alerts" >/dev/null 2>&1
+}
+
 fail() {
   say "FAILED: $*"
   printf '{"ok": false, "at": "%s", "error": "%s"}\n' "$(date -u +%FT%TZ)" "${*//\"/\'}" > "$BACKUP_DIR/last-status.json"
+  # Firing until the next nightly run says otherwise.
+  alert "$(date -u -d '+1 day' +%FT%TZ)" "MNIST backup failed: $*" \
+    || say "could not reach Alertmanager at ${BACKUP_ALERTMANAGER:-http://127.0.0.1:9093} (is the monitoring profile up?)"
   [ -n "${BACKUP_ALERT_CMD:-}" ] && $BACKUP_ALERT_CMD "MNIST backup failed: $*"
   exit 1
 }
@@ -75,6 +89,7 @@ backup() {
   printf '{"ok": true, "at": "%s", "file": "%s", "rows": %s, "bytes": %s}\n' "$(date -u +%FT%TZ)" \
     "$(basename "$file")" "$rows" "$(stat -c %s "$file")" > "$BACKUP_DIR/last-status.json"
   say "ok: $file ($rows rows, $(stat -c %s "$file") bytes, mode 600)"
+  alert "$(date -u +%FT%TZ)" "MNIST backup: the last one succeeded" || true # resolves an earlier BackupFailed
 }
 
 restore_drill() { # the newest dump into a throwaway database on the same server; row for row against the dump

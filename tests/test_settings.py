@@ -31,6 +31,36 @@ def test_defaults_are_typed_and_empty_means_default(monkeypatch: pytest.MonkeyPa
     assert current.operator_password is None and current.retention_days is None
 
 
+def test_the_operator_password_may_come_from_a_file_and_only_one_copy_counts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Compose mounts secrets/operator_password read-only into the app and Prometheus (OPERATOR_PASSWORD_FILE)."""
+    secret = tmp_path / "operator_password"
+    secret.write_text("a long operator password\n")
+    monkeypatch.delenv("OPERATOR_PASSWORD", raising=False)
+    monkeypatch.setenv("OPERATOR_PASSWORD_FILE", str(secret))
+    assert config.settings().operator_password == "a long operator password", "the trailing newline is not in it"
+    monkeypatch.setenv("OPERATOR_PASSWORD", "a long operator password")
+    assert config.settings().operator_password == "a long operator password", "the same one twice is one"
+    monkeypatch.setenv("OPERATOR_PASSWORD", "another long password")
+    with pytest.raises(SettingsError, match="different passwords"):
+        config.settings()
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    monkeypatch.setenv("OPERATOR_PASSWORD_FILE", str(empty))
+    assert config.settings().operator_password == "another long password", "an empty file: the variable"
+    monkeypatch.delenv("OPERATOR_PASSWORD")
+    assert config.settings().operator_password is None, "neither: no operator view"
+    monkeypatch.setenv("OPERATOR_PASSWORD_FILE", str(tmp_path))  # Docker makes a folder where a file was missing
+    with pytest.raises(SettingsError, match="OPERATOR_PASSWORD_FILE names .* cannot be read"):
+        config.settings()
+    short = tmp_path / "short"
+    short.write_text("short")
+    monkeypatch.setenv("OPERATOR_PASSWORD_FILE", str(short))
+    with pytest.raises(SettingsError, match="at least 12"):
+        config.settings()
+
+
 @pytest.mark.parametrize(
     "name, raw, words",
     [

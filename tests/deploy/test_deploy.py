@@ -16,6 +16,7 @@ ROOT = PROJECT_DIR
 COMPOSE_ENV = {
     "POSTGRES_PASSWORD": "only-for-validation",
     "APP_DB_PASSWORD": "only-for-validation-too",
+    "GRAFANA_PASSWORD": "only-for-validation-three",
     "PATH": "/usr/bin:/bin:/usr/local/bin",
 }
 
@@ -39,10 +40,11 @@ def test_docker_compose_config_accepts_the_file() -> None:
 def test_compose_refuses_to_start_without_a_password() -> None:
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose not installed")
-    for missing in ("POSTGRES_PASSWORD", "APP_DB_PASSWORD"):
+    for missing in ("POSTGRES_PASSWORD", "APP_DB_PASSWORD", "GRAFANA_PASSWORD"):
         env = {k: v for k, v in COMPOSE_ENV.items() if k != missing}
-        result = subprocess.run(["docker-compose", "config", "-q"], cwd=ROOT, env=env, capture_output=True, text=True)
-        assert result.returncode != 0 and missing in result.stderr
+        for args in (["config", "-q"], ["--profile", "monitoring", "config", "-q"]):
+            result = subprocess.run(["docker-compose", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+            assert result.returncode != 0 and missing in result.stderr, "never Grafana's admin/admin"
 
 
 def test_database_is_private_persistent_and_healthchecked() -> None:
@@ -64,6 +66,8 @@ def test_app_waits_for_a_healthy_database_and_takes_credentials_from_env() -> No
     for key, value in {**app["environment"], **compose()["services"]["db"]["environment"]}.items():
         if key == "OPERATOR_PASSWORD":  # optional: unset means no operator view and no export
             assert value == "${OPERATOR_PASSWORD:-}", f"{key} must come from .env"
+        elif key == "OPERATOR_PASSWORD_FILE":  # or the secret file, mounted read-only
+            assert value == "/run/secrets/operator_password"
         elif "PASSWORD" in key:
             assert re.fullmatch(r"\$\{(POSTGRES|APP_DB)_PASSWORD:\?.*\}", value), f"{key} must come from .env"
     assert app["environment"]["POSTGRES_USER"] == "${APP_DB_USER:-mnist_app}", "its own role, not the superuser"

@@ -50,9 +50,9 @@ def alert_rules() -> dict[str, dict[str, Any]]:
     return {rule["alert"]: rule for group in load(MONITORING / "alerts.yml")["groups"] for rule in group["rules"]}
 
 
-def test_the_profile_runs_prometheus_and_grafana_on_loopback_only() -> None:
+def test_the_profile_runs_prometheus_alertmanager_and_grafana_on_loopback_only() -> None:
     services = load(ROOT / "docker-compose.yml")["services"]
-    for name in ("prometheus", "grafana"):
+    for name in ("prometheus", "alertmanager", "grafana"):
         service = services[name]
         assert service["profiles"] == ["monitoring"], "not started by a plain `docker compose up`"
         assert all(port.startswith("127.0.0.1:") for port in service["ports"]), "opened over SSH, never public"
@@ -61,7 +61,39 @@ def test_the_profile_runs_prometheus_and_grafana_on_loopback_only() -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts {source}, which is not in the repo"
-    assert "OPERATOR_PASSWORD" in services["prometheus"]["environment"], "to scrape /metrics behind the password"
+
+
+def test_the_operator_password_reaches_prometheus_as_a_read_only_file_never_a_copy() -> None:
+    compose = load(ROOT / "docker-compose.yml")
+    prometheus, app = compose["services"]["prometheus"], compose["services"]["app"]
+    assert compose["secrets"]["operator_password"] == {"file": "./secrets/operator_password"}
+    assert prometheus["secrets"] == ["operator_password"] and "operator_password" in app["secrets"]
+    assert app["environment"]["OPERATOR_PASSWORD_FILE"] == "/run/secrets/operator_password"
+    assert "OPERATOR_PASSWORD" not in (prometheus.get("environment") or {}), "not in its environment"
+    assert "entrypoint" not in prometheus and "operator_password" not in " ".join(prometheus["command"])
+    (job,) = [job for job in load(MONITORING / "prometheus.yml")["scrape_configs"] if job["job_name"] == "mnist-app"]
+    assert job["basic_auth"]["password_file"] == "/run/secrets/operator_password", "the mounted secret itself"
+
+
+def test_what_fires_goes_to_alertmanager_and_on_to_the_operator_s_webhook() -> None:
+    (target,) = load(MONITORING / "prometheus.yml")["alerting"]["alertmanagers"][0]["static_configs"]
+    assert target["targets"] == ["alertmanager:9093"]
+    config = load(MONITORING / "alertmanager.yml")
+    (receiver,) = config["receivers"]
+    assert config["route"]["receiver"] == receiver["name"] and receiver["webhook_configs"][0]["send_resolved"]
+    service = load(ROOT / "docker-compose.yml")["services"]["alertmanager"]
+    assert service["environment"]["ALERT_WEBHOOK_URL"] == "${ALERT_WEBHOOK_URL:-}"
+    assert "/tmp" in service["tmpfs"] and service["read_only"], "the URL is written only to the tmpfs"
+
+
+@pytest.mark.skipif(
+    shutil.which("amtool") is None, reason="amtool not installed (apt-get install prometheus-alertmanager)"
+)
+def test_amtool_accepts_the_alertmanager_config() -> None:
+    result = subprocess.run(
+        ["amtool", "check-config", "alertmanager.yml"], cwd=MONITORING, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_prometheus_scrapes_every_replica_s_metrics() -> None:
@@ -74,7 +106,8 @@ def test_prometheus_scrapes_every_replica_s_metrics() -> None:
 
 def test_the_alerts_cover_database_spool_and_latency() -> None:
     rules = alert_rules()
-    assert {"DatabaseDown", "SpoolGrowing", "PredictionLatencyHigh"} <= set(rules)
+    assert {"DatabaseDown", "SpoolGrowing", "SpoolNearlyFull", "PredictionLatencyHigh"} <= set(rules)
+    assert "mnist_spool_max_bytes" in rules["SpoolNearlyFull"]["expr"] and "0.8" in rules["SpoolNearlyFull"]["expr"]
     assert rules["DatabaseDown"]["for"] == "1m" and "mnist_database_up" in rules["DatabaseDown"]["expr"]
     assert "mnist_spool_depth" in rules["SpoolGrowing"]["expr"]
     assert "histogram_quantile(0.95" in rules["PredictionLatencyHigh"]["expr"]

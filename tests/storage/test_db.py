@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 
 import db
 from tools import pg
+from tools.processes import wait_for
 
 PROBS = [0.01] * 9 + [0.91]
 
@@ -252,15 +252,6 @@ def test_server_stopped_mid_run_and_restarted_loses_and_duplicates_nothing(tmp_p
     assert set(counts.values()) == {1}, "some writes were duplicated"
     handle.close()
     server.stop()
-
-
-def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def test_no_spool_file_is_created_until_something_must_be_spooled(database_url: str, tmp_path: Path) -> None:
