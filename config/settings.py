@@ -168,6 +168,8 @@ OTHER_VARIABLES = {
     "APP_HOST": "Caddyfile: the name 'dns' looks up (default app)",
     "APP_PORT": "Caddyfile: the replicas' port (default 8501)",
     "APP_STATIC": "Caddyfile: 'static' upstreams, space-separated host:port",
+    "READY_SECONDS": "deploy/deploy.sh: how long new replicas may take to be healthy (default 300)",
+    "DRAIN_SECONDS": "deploy/deploy.sh: SIGTERM grace for the old replicas' answers in flight (default 30)",
     "BACKUP_DIR": "deploy/backup.sh: where dumps go",
     "BACKUP_KEEP": "deploy/backup.sh: dumps kept",
     "BACKUP_REMOTE": "deploy/backup.sh: rclone remote for off-site copies",

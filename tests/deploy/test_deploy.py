@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -45,6 +46,24 @@ def test_compose_refuses_to_start_without_a_password() -> None:
         for args in (["config", "-q"], ["--profile", "monitoring", "config", "-q"]):
             result = subprocess.run(["docker-compose", *args], cwd=ROOT, env=env, capture_output=True, text=True)
             assert result.returncode != 0 and missing in result.stderr, "never Grafana's admin/admin"
+
+
+def test_the_postgres_upgrade_lives_in_an_override_and_leaves_the_old_volume(tmp_path: Path) -> None:
+    """DEPLOYMENT.md's runbook: deploy/postgres-18.override.yml as docker-compose.override.yml moves the database to
+    18 on a new volume at the same path (Compose merges mounts by path), docker-compose.yml untouched."""
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose not installed")
+    for name in ("docker-compose.yml", "Caddyfile"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copy(ROOT / "deploy" / "postgres-18.override.yml", tmp_path / "docker-compose.override.yml")
+    result = subprocess.run(["docker-compose", "config"], cwd=tmp_path, env=COMPOSE_ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    db = yaml.safe_load(result.stdout)["services"]["db"]
+    assert db["image"].startswith("postgres:18.") and db["environment"]["PGDATA"] == "/var/lib/postgresql/data"
+    mounts = [v for v in db["volumes"] if "/var/lib/postgresql" in str(v)]
+    assert mounts == ["pgdata18:/var/lib/postgresql/data:rw"], "the 17 volume is not mounted, so it stays as it was"
+    ignored = (ROOT / ".gitignore").read_text().split()
+    assert "/docker-compose.override.yml" in ignored and "/secrets/" in ignored, "the operator's, never committed"
 
 
 def test_database_is_private_persistent_and_healthchecked() -> None:
