@@ -165,6 +165,10 @@ preflight() { # preflight: a clean checkout and the lock, or exit (nothing touch
   fi
   exec 9> "$STATE/lock"
   flock -n 9 || { log "another deploy is running (it holds $STATE/lock): not starting a second one"; exit 75; }
+  if [ ! -e "$APP_DIR/secrets/operator_password" ]; then # Compose mounts it: an empty one means no operator view
+    install -d -m 700 "$APP_DIR/secrets" && install -m 644 /dev/null "$APP_DIR/secrets/operator_password"
+    log "made an empty secrets/operator_password (no operator view until you write a password into it)"
+  fi
 }
 
 main() {

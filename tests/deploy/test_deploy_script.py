@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -179,6 +180,9 @@ def test_successors_serve_through_the_proxy_before_their_predecessors_are_draine
     assert any(c.startswith(f"docker build --pull -t mnist-digit-classifier:{NEW}") for c in calls)
     assert not any(":latest" in c or ":previous" in c for c in calls), "images are tagged by commit"
     assert f"git checkout --quiet --detach {NEW}" in calls and not any("--force" in c for c in calls)
+    secret = tmp_path / "app" / "secrets" / "operator_password"
+    assert secret.read_text() == "" and stat.S_IMODE(secret.stat().st_mode) == 0o644, "made empty where missing"
+    assert stat.S_IMODE(secret.parent.stat().st_mode) == 0o700, "readable by the containers, not by other users"
 
 
 def test_an_edited_tracked_file_is_named_and_nothing_is_touched(tmp_path: Path) -> None:
