@@ -13,7 +13,7 @@ SOURCES := *.py config access inference storage serve views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback retrain retrain-drill \
-	mlflow loadtest loadtest-api bench bench-burst bench-history data prune up down logs clean
+	mlflow loadtest loadtest-api bench bench-burst bench-inserts bench-history drill-rolling data prune up down logs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,12 +37,13 @@ check: install lint typecheck ## Lint, typecheck and the tests that need no serv
 test: install lint typecheck ## Lint, typecheck and run every test (what CI runs)
 	$(PY) -m pytest
 
-lint: install ## black, flake8, actionlint, hadolint, amtool (Alertmanager's config), components/*.js (node) and *.css
+lint: install ## black, flake8, actionlint, hadolint, Kubernetes manifests (kustomize + strict schemas), amtool, JS, CSS
 	$(PY) -m black --check --quiet $(SOURCES)
 	$(PY) -m flake8 $(SOURCES)
 	$(PY) -m tools.lint_css components/*.css
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(VENV)/bin/hadolint Dockerfile
+	$(PY) -m tools.kubernetes check
 	@if command -v amtool >/dev/null; then amtool check-config monitoring/alertmanager.yml; \
 	else echo "amtool not found (apt-get install prometheus-alertmanager): monitoring/alertmanager.yml not checked"; fi
 	@# The custom elements' JS, syntax-checked as ES modules (node reads .mjs as one), where node is installed.
@@ -98,6 +99,13 @@ bench: install ## Benchmarks: inference latency, database writes/reads, page res
 
 bench-burst: install ## BURSTS (8,16,32,64) parallel worst-case images via the API: peak and settled RSS, refusals, rows
 	$(PY) -m tools.bench.bench_burst --bursts $(BURSTS)
+
+bench-inserts: install ## PostgreSQL's insert ceiling through the app's own path at 1-16 writers, and pgbench beside it
+	$(PY) -m tools.bench.bench_inserts --seconds $(or $(SECONDS),5)
+
+drill-rolling: install ## 3 replicas behind Caddy, browser users + API clients, each replica restarted in turn: rows == answers
+	$(PY) -m tools.load.loadtest --replicas 3 --users $(or $(USERS),12) --predictions $(or $(PREDICTIONS),5) \
+		--roll-after 8 --api-clients 2 --spread
 
 bench-history: install ## History/Stats/insert on ROWS (1,000,000) predictions in a throwaway database, with plans
 	$(PY) -m tools.bench.bench_history --rows $(or $(ROWS),1000000) --plans

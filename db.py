@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    database = Database()
+    database = Database(migrates=True)  # the one place that migrates where the app does not (DB_MIGRATE_IN_APP=0)
     try:
         database.init_db()
         print(f"schema ready at {describe(database.dsn)}; {database.pending()} spooled writes waiting")

@@ -73,6 +73,13 @@ class Settings:
         "tuning",
         1,
     )
+    db_migrate_in_app: int = var(
+        "DB_MIGRATE_IN_APP",
+        1,
+        "1: a process migrates the schema at first use (one at a time); 0: it waits for `python db.py` (a Job)",
+        "tuning",
+        0,
+    )
     db_lock_timeout_ms: int = var(
         "DB_LOCK_TIMEOUT_MS", 1000, "ms a migration's DDL waits for a lock before it gives up and retries", "tuning", 1
     )

@@ -65,6 +65,7 @@ class Database(Reads):
         write_timeout: float | None = None,
         read_timeout: float | None = None,
         replay_interval: float = 2.0,
+        migrates: bool | None = None,
     ) -> None:
         super().__init__(dsn, pool_size, connect_timeout, statement_timeout_ms, pool_wait_seconds)
         # SPOOL_PATH names one file (a single process); otherwise each process claims its own in SPOOL_DIR (replicas).
@@ -80,6 +81,8 @@ class Database(Reads):
         # The first schema run of a process may migrate a big table (indexes, the rollup's backfill): it gets longer,
         # both as the wait and as its statements' timeout.
         self.migrate_timeout = current.db_migrate_timeout
+        # Whether this handle runs the schema's DDL itself (DB_MIGRATE_IN_APP), or waits for `python db.py` to.
+        self.migrates = bool(current.db_migrate_in_app) if migrates is None else migrates
         # How long a migration's DDL may wait for a lock before it gives up (and is retried): what other queries
         # queued behind it wait at most.
         self.lock_timeout_ms = current.db_lock_timeout_ms
@@ -229,6 +232,8 @@ class Database(Reads):
         indexes built concurrently) and DatabaseUnavailable says it must wait."""
         if not self._schema_ready:
             if not migrate.is_current(cur):
+                if not self.migrates:
+                    raise DatabaseUnavailable("the schema is behind this version: waiting for `python db.py` (the Job)")
                 migrate.migrate(self.dsn, self._connect_args, self.lock_timeout_ms, int(self.migrate_timeout * 1000))
             self._schema_ready = True
 

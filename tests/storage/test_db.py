@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,6 +15,7 @@ import psycopg2.errors
 import pytest
 
 import db
+from config.paths import PROJECT_DIR as ROOT
 from tools import pg
 from tools.processes import wait_for
 
@@ -166,6 +170,29 @@ def test_init_db_is_idempotent_and_migrates_an_old_table_without_losing_rows(fre
     new_id = handle.log_prediction(9, 0.99, [0.1] * 10, b"png", "v2")
     assert new_id > max(r["id"] for r in rows)
     handle.close()
+
+
+def test_with_migrations_in_a_job_the_app_waits_and_db_py_migrates(
+    fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DB_MIGRATE_IN_APP=0 (Kubernetes): the app's handle runs no DDL and is not ready until `python db.py`, the
+    migration Job, has brought the schema up; then it serves without migrating."""
+    monkeypatch.setenv("DB_MIGRATE_IN_APP", "0")
+    app = db.Database(fresh_database_url, spool_path=tmp_path / "spool.jsonl", connect_timeout=2)
+    with pytest.raises(db.DatabaseUnavailable, match="waiting for `python db.py`"):
+        app.check_ready(10)
+    with psycopg2.connect(fresh_database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('predictions')")
+        assert cur.fetchone() == (None,), "the app ran no DDL"
+    conn.close()
+    job = subprocess.run(
+        [sys.executable, "db.py"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DATABASE_URL": fresh_database_url, "SPOOL_PATH": str(tmp_path / "job-spool.jsonl")},
+    )  # fmt: skip
+    assert job.returncode == 0 and "schema ready" in job.stdout, job.stdout + job.stderr
+    app.check_ready(10)
+    assert app.log_prediction(3, 0.9, PROBS, b"png", "v") > 0
+    app.close()
 
 
 def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
