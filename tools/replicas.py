@@ -25,6 +25,7 @@ from typing import Any
 from tools import browser
 
 CADDYFILE = browser.ROOT / "Caddyfile"
+ROLL_SETTLE_SECONDS = 12.0
 STARTUP_SECONDS = 60
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STICKY_COOKIE = "mnist_replica"  # the Caddyfile's lb_policy cookie name
@@ -96,6 +97,14 @@ class Cluster:
         self.at_kill = self.sample()
         os.kill(self.pid(replica), signal.SIGKILL)
         self.kills.append(time.time())
+
+    def roll(self, replica: int) -> None:
+        """A rolling update's step: SIGTERM (answers in flight finish; the proxy sends new requests to the others),
+        wait for the process to end, start its successor on the same port, wait until it answers, and then until
+        the proxy routes to it again (its fail_duration, 10 s in the Caddyfile), as Kubernetes waits for readiness."""
+        self.apps[replica].__exit__(None, None, None)
+        self.start_replica(replica)
+        time.sleep(ROLL_SETTLE_SECONDS)
 
     def restart(self, replica: int) -> None:
         with contextlib.suppress(Exception):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tools.bench import bench_history
+from tools.bench import bench_history, bench_inserts
 import db
 from tools import pg
 from storage import spool
@@ -221,6 +223,19 @@ def test_history_bench_builds_and_times_a_table(admin_dsn: str, monkeypatch: pyt
     assert results["stats_total_matches"]
     assert set(results["history"]) == {name for name, _ in bench_history.HISTORY_FILTERS}
     assert "Index Scan using predictions_wrong_newest_idx" in results["plans"]["wrong only"]
+
+
+def test_the_insert_ceiling_bench_writes_through_the_app_s_path_and_pgbench(
+    admin_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make bench-inserts` at smoke size: app-path writers in processes of their own, pgbench beside them."""
+    monkeypatch.setenv("TEST_DATABASE_URL", admin_dsn)
+    assert bench_inserts.main(["--seconds", "1", "--writers", "1,2"]) == 0
+    figures = json.loads((bench_inserts.ARTIFACTS / "bench-inserts.json").read_text())
+    assert [run["writers"] for run in figures["app"]] == [1, 2] and all(run["spooled"] == 0 for run in figures["app"])
+    assert figures["rows"] >= sum(run["per_second"] for run in figures["app"]) * 0.5 > 0, "the rows really landed"
+    if shutil.which("pgbench"):
+        assert [run["clients"] for run in figures["pgbench"]] == [1, 2] and figures["pgbench"][0]["per_second"] > 0
 
 
 def test_each_process_claims_a_spool_file_of_its_own_and_takes_over_a_dead_ones(tmp_path: Path) -> None:
