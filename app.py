@@ -37,13 +37,9 @@ COMPONENTS_DIR = Path(__file__).resolve().parent / "components"  # the custom el
 
 st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/draw:", layout="centered")
 
-# streamlit-drawable-canvas 0.13 keeps its toolbar invisible (opacity 0) yet clickable at `top: -1rem`, over the top
-# ~30 px of the canvas's right half, until the pointer has hovered for ~0.2 s: a stroke starting there (every touch,
-# any fast mouse) was swallowed. The canvas lives in a shadow root, out of reach of page CSS, so this helper injects
-# a scoped style into it: the toolbar sits in a band reserved above the canvas, and ignores the pointer unless
-# hovered. Undo/redo/reset keep working for mouse users; Clear below serves everyone.
-# Small screens: the answer in the first screenful. Added to the document's head by the same element that patches
-# the canvas (canvas_fix.js), so it costs no element of its own.
+# The canvas's invisible toolbar swallowed strokes starting in its top-right band, and the canvas lives in a shadow
+# root out of reach of page CSS: canvas_fix.js injects a scoped style there (why: components/canvas_fix.js), and
+# adds page.css (the answer in the first screenful on small screens) at no element's cost.
 PAGE_STYLE = (COMPONENTS_DIR / "page.css").read_text()
 CANVAS_STYLE = (COMPONENTS_DIR / "canvas_fix.css").read_text()
 canvas_style_fix = st.components.v2.component(
@@ -53,8 +49,7 @@ canvas_style_fix = st.components.v2.component(
 # The result panel under the Prediction metric: confidence, the 28x28 input the model saw, a bar for each of the
 # ten probabilities, and the feedback controls ("Yes, it's N" in one click, or pick the true digit 0-9 and Submit).
 # One Components v2 element instead of a chart and five Streamlit widgets: the browser renders one element, not six.
-# It is mounted only while there is a prediction: Streamlit's frontend re-renders every element on the page at each
-# step of a rerun, so an empty panel waiting under the canvas would slow every Predict (BENCHMARKS.md).
+# Mounted only while there is a prediction: an empty panel would be re-rendered at every rerun (BENCHMARKS.md).
 # Data in: {digit, confidence, probabilities, image, label, is_digit, not_digit_score, not_digit}. One trigger out,
 # `label`: a digit, or the `not_digit` value for "Not a digit", which the server validates before storing it.
 result_panel = st.components.v2.component(
@@ -69,8 +64,8 @@ result_panel = st.components.v2.component(
 
 
 # Both are the process's own (serve/resources.py), shared with the HTTP API: the model is loaded once per process.
-@st.cache_resource(show_spinner="Loading the model…")
-def get_checkpoint(model_path: str) -> utils.Checkpoint:
+@st.cache_resource(show_spinner="Loading the model…", max_entries=2)  # per file version: a promoted one is used next
+def get_checkpoint(model_path: str, file_version: tuple[int, int, int]) -> utils.Checkpoint:
     return resources.checkpoint(model_path)
 
 
@@ -101,7 +96,7 @@ def classify_once(
     Raises like `utils.classify`."""
     if not source:  # the canvas has sent nothing yet: nothing was drawn
         raise utils.EmptyDrawingError("Draw a digit first: the canvas is empty.")
-    digest = hashlib.blake2b(source, digest_size=16).digest()
+    digest = hashlib.blake2b(source + checkpoint.version.encode(), digest_size=16).digest()  # a new model: anew
     cache_key = f"{slot}-classified"
     cached = st.session_state.get(cache_key)
     if cached is not None and cached[0] == digest:
@@ -143,6 +138,7 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
     st.session_state[slot] = {
         "id": None,
         "prediction": prediction,
+        "checkpoint": checkpoint,  # the model that answered: its version is logged, even if another is swapped in
         "png": png,
         "label": None,
         "inference_ms": inference_ms,
@@ -161,7 +157,12 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     if result["id"] is None:  # waits at most DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool
         try:
             result["id"] = record.log_prediction(
-                database, checkpoint, prediction, result.get("inference_ms"), SOURCES[slot], session.visitor_id()
+                database,
+                result["checkpoint"],
+                prediction,
+                result.get("inference_ms"),
+                SOURCES[slot],
+                session.visitor_id(),
             )
         except db.SpoolFull:  # not kept, so not shown: the next Predict (or rerun) tries again
             st.error(SPOOL_FULL + " Please try again in a few minutes.", icon=":material/cloud_off:")
@@ -348,7 +349,7 @@ def main() -> None:
     # its heading element costs more to render than a markdown h1.
     st.markdown("# MNIST Digit Classifier")
     try:
-        checkpoint = get_checkpoint(resources.model_path())
+        checkpoint = get_checkpoint(resources.model_path(), resources.file_version())
     except utils.ModelLoadError as exc:
         st.error(f"The model could not be loaded. {exc}")
         st.stop()

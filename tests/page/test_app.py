@@ -114,10 +114,10 @@ def test_a_result_shows_the_prediction_fills_the_panel_and_is_logged_once(
     assert not at.exception
 
 
-def one_png() -> bytes:
-    """A photo-like "1": dark ink on white paper."""
+def one_png(slant: int = 0) -> bytes:
+    """A photo-like "1": dark ink on white paper (`slant`: its top this many pixels to the right)."""
     image = Image.new("L", (200, 200), 255)
-    ImageDraw.Draw(image).line([(100, 20), (100, 180)], fill=0, width=16)
+    ImageDraw.Draw(image).line([(100 + slant, 20), (100, 180)], fill=0, width=16)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
@@ -314,3 +314,29 @@ def test_a_client_over_the_predict_limit_is_told_so_and_nothing_is_written(
     at.button(key="predict-upload").click().run()
     assert "Too many predictions from here: try again in" in texts(at.warning)
     assert not at.exception and [r[1] for r in rows(database_url)] == [1], "nothing written past the limit"
+
+
+def test_the_page_answers_with_a_promoted_model_without_a_restart(
+    page: Callable[[], AppTest], database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model file replaced under a running page (as `make promote` does): the next prediction is answered by,
+    and logged with, the new version; the session and the process go on."""
+    from tests.serve.test_model_swap import write_model
+
+    model = tmp_path / "model.pth"
+    write_model(model, "production")
+    monkeypatch.setenv("MODEL_PATH", str(model))  # after the fixture cleared it, before the page starts
+    at = open_page(page(), "Upload")
+    at.file_uploader(key="upload").upload("one.png", one_png(), "image/png").run()
+    at.button(key="predict-upload").click().run()
+    first = utils.load_checkpoint(model).version
+    write_model(model, "promoted")
+    promoted = utils.load_checkpoint(model).version
+    at.file_uploader(key="upload").upload("another-one.png", one_png(slant=14), "image/png").run()
+    at.button(key="predict-upload").click().run()
+    assert not at.exception and promoted != first
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT model_version FROM predictions ORDER BY id")
+        versions = [version for (version,) in cur.fetchall()]
+    conn.close()
+    assert versions == [first, promoted], "each prediction logged with the model that answered it"
