@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 SOURCES := *.py config access inference storage serve views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback retrain retrain-drill \
+.PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback loop retrain retrain-drill \
 	mlflow loadtest loadtest-api bench bench-burst bench-inserts bench-history drill-rolling data prune up down logs clean
 
 help: ## List the targets
@@ -76,6 +76,9 @@ promote: install ## Gate registered VERSION=N against production; on success it 
 
 rollback: install ## Restore the production model that the last promotion replaced
 	$(PY) train.py --rollback
+
+loop: install ## The loop's scheduled check: retrain (and with AUTO_PROMOTE=1 gate and ship) only when the labels call for it
+	$(PY) train.py --retrain-if-needed
 
 retrain: install ## Fine-tune production on the feedback in the app's database -> models/candidate.pth (+ .json)
 	$(PY) train.py --retrain

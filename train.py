@@ -3,6 +3,7 @@
     python train.py                  # train from scratch: a tracked run and a new registered version
     python train.py --dry-run        # a few batches end to end (tests, CI)
     python train.py --retrain        # fine-tune production on MNIST + labelled feedback -> models/candidate.pth
+    python train.py --retrain-if-needed   # the loop's scheduled check (= make loop): retrain only when called for
     python train.py --promote 7      # gate version 7, then ship it as models/model.pth (= make promote VERSION=7)
     python train.py --rollback       # restore the model production had before the last promotion
     python train.py --evaluate models/model.pth   # test-set report + models/confusion_matrix.png
@@ -18,11 +19,7 @@ import sys
 
 import torch
 
-from training.lifecycle import promotion
 from training.options import build_parser, to_recipe
-from training import scratch
-from training.lifecycle.record import run_evaluation
-from training.retrain import retrain
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     recipe = to_recipe(args, argv)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
+    if args.retrain_if_needed:  # first, before the training stack is imported: a check with nothing to do is quick
+        from training.lifecycle import loop
+
+        return loop.check(recipe)
+    from training import scratch
+    from training.lifecycle import promotion
+    from training.lifecycle.record import run_evaluation
+    from training.retrain import retrain
+
     if args.evaluate:
         run_evaluation(args.evaluate, recipe.data_dir)
         return 0

@@ -30,6 +30,7 @@ GROUPS = {
     "app": "App",
     "access": "Who sees what (DEPLOYMENT.md, 'Visitors and the operator')",
     "training": "Training (development machines only; the app never reads these)",
+    "loop": "The loop's scheduled check (make loop; the app never reads these)",
 }
 
 
@@ -109,6 +110,19 @@ class Settings:
     export_concurrency: int = var("EXPORT_CONCURRENCY", 2, "CSV exports at once per process; more get 429", "app", 1)
     retention_days: float | None = var(
         "RETENTION_DAYS", None, "`python db.py` (make prune) deletes older predictions; unset: keep", "app", 0.01
+    )
+    min_new_labels: int = var(
+        "MIN_NEW_LABELS", 200, "make loop: labels since the production model was made before it retrains", "loop", 1
+    )
+    loop_max_error_rate: float = var(
+        "LOOP_MAX_ERROR_RATE", 0.10, "make loop: ...and the feedback error rate over the window above this", "loop", 0.0
+    )
+    loop_max_not_digit_shift: float = var(
+        "LOOP_MAX_NOT_DIGIT_SHIFT", 0.10, "...or its not-a-digit share this far from the weeks before", "loop", 0.0
+    )
+    loop_window_days: float = var("LOOP_WINDOW_DAYS", 7.0, "make loop: the recent window, in days", "loop", 0.01)
+    auto_promote: int = var(
+        "AUTO_PROMOTE", 0, "make loop: 1 ships a candidate that passes the gate; 0 leaves it", "loop", 0
     )
     operator_password: str | None = var(
         "OPERATOR_PASSWORD",

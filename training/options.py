@@ -111,6 +111,11 @@ def add_not_digit(parser: argparse.ArgumentParser) -> None:
 def add_retrain(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("retraining from feedback (--retrain)")
     group.add_argument("--retrain", action="store_true", help="fine-tune production on MNIST + labelled feedback")
+    group.add_argument(
+        "--retrain-if-needed",
+        action="store_true",
+        help="the loop's scheduled check (make loop): retrain, gate and maybe promote only when the labels call for it",
+    )
     group.add_argument("--base", type=Path, default=DEFAULTS.base, help="the model --retrain starts from")
     group.add_argument("--finetune-epochs", type=int, default=DEFAULTS.finetune_epochs, help="epochs when fine-tuning")
     group.add_argument("--finetune-lr", type=float, default=DEFAULTS.finetune_lr, help="peak lr when fine-tuning")

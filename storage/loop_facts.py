@@ -1,0 +1,71 @@
+"""What the loop's scheduled check (training/lifecycle/loop.py, `make loop`) reads from the prediction log: labels
+since the production model was made, the feedback error rate over the recent window, and the not-a-digit share of
+the window against the weeks before it (drift in what people draw).
+
+    python -c "import db, datetime as dt; from storage.loop_facts import read; \
+               print(read(db.Database(), dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), 7))"
+
+One query, a few aggregates over indexed time columns: a check with nothing to do costs milliseconds here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from storage.database import Database
+from storage.schema import WRONG
+
+BASELINE_WINDOWS = 4  # the not-a-digit share is compared with the four windows before the recent one
+
+
+@dataclass(frozen=True)
+class LoopFacts:
+    new_labels: int  # labelled (with the image) since the production model was made
+    window_labels: int  # labelled within the recent window
+    window_wrong: int  # of those, answered wrongly
+    window_predictions: int
+    window_flagged: int  # answered "not a digit"
+    baseline_predictions: int  # the windows before
+    baseline_flagged: int
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.window_wrong / self.window_labels if self.window_labels else None
+
+    @property
+    def not_digit_shift(self) -> float | None:
+        """The window's not-a-digit share minus the baseline's (None without enough of either)."""
+        if self.window_predictions < 50 or self.baseline_predictions < 50:
+            return None
+        return self.window_flagged / self.window_predictions - self.baseline_flagged / self.baseline_predictions
+
+
+QUERY = f"""
+SELECT
+  count(*) FILTER (WHERE labelled AND image IS NOT NULL AND labelled_at >= %(since)s) AS new_labels,
+  count(*) FILTER (WHERE labelled AND labelled_at >= %(window)s) AS window_labels,
+  count(*) FILTER (WHERE labelled AND labelled_at >= %(window)s AND ({WRONG})) AS window_wrong,
+  count(*) FILTER (WHERE created_at >= %(window)s) AS window_predictions,
+  count(*) FILTER (WHERE created_at >= %(window)s AND is_digit = false) AS window_flagged,
+  count(*) FILTER (WHERE created_at >= %(baseline)s AND created_at < %(window)s) AS baseline_predictions,
+  count(*) FILTER (WHERE created_at >= %(baseline)s AND created_at < %(window)s AND is_digit = false)
+    AS baseline_flagged
+FROM (SELECT *, (true_label IS NOT NULL OR labelled_not_digit) AS labelled FROM predictions
+      WHERE created_at >= least(%(since)s, %(baseline)s) OR labelled_at >= least(%(since)s, %(baseline)s)) recent
+"""
+
+
+def read(database: Database, since: dt.datetime, window_days: float, now: dt.datetime | None = None) -> LoopFacts:
+    """The facts for a check at `now`; DatabaseUnavailable when the database does not answer."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    window = now - dt.timedelta(days=window_days)
+    params = {"since": since, "window": window, "baseline": window - dt.timedelta(days=window_days * BASELINE_WINDOWS)}
+
+    def run(cur: Any) -> LoopFacts:
+        database._ensure_schema_in(cur)
+        cur.execute(QUERY, params)
+        return LoopFacts(**{key: int(value) for key, value in dict(cur.fetchone()).items()})
+
+    return database._bounded(lambda: database._run(run), database.read_wait())

@@ -1,0 +1,69 @@
+"""The loop's scheduled check (training/lifecycle/loop.py, `make loop`): its rules, the facts it reads from a real
+prediction log, and a check with nothing to do, which says why and records itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+import db
+import utils
+from storage.loop_facts import LoopFacts, read
+from training.lifecycle import loop
+from training.options import build_parser, to_recipe
+
+RULES = loop.Rules(min_new_labels=200, max_error_rate=0.10, max_not_digit_shift=0.10, window_days=7)
+PNG = utils.to_png(__import__("numpy").zeros((28, 28)))
+
+
+def facts(new: int, labels: int = 100, wrong: int = 5, window: int = 1000, flagged: int = 30, base: int = 4000,
+          base_flagged: int = 120) -> LoopFacts:  # fmt: skip
+    return LoopFacts(new, labels, wrong, window, flagged, base, base_flagged)
+
+
+def test_retrain_needs_enough_labels_and_a_reason() -> None:
+    assert loop.decide(facts(new=40, wrong=50), RULES)[0] is False, "too few labels, however wrong"
+    needed, reasons = loop.decide(facts(new=300, wrong=5), RULES)
+    assert needed is False and "5.0% (5/100) ≤ 10%" in reasons[1] and "within" in reasons[2]
+    needed, reasons = loop.decide(facts(new=300, wrong=20), RULES)
+    assert needed and "20.0% (20/100) > 10%" in reasons[1], "the error rate"
+    needed, reasons = loop.decide(facts(new=300, wrong=5, flagged=200), RULES)
+    assert needed and "+17.0%, beyond ±10%" in reasons[2], "drift in the not-a-digit share"
+    assert "300 new labels since the production model was made ≥ MIN_NEW_LABELS 200" == reasons[0]
+    assert loop.decide(facts(new=300, wrong=5, window=20, flagged=20), RULES)[0] is False, "too few to compare"
+
+
+def test_the_facts_come_from_the_log(database: db.Database, database_url: str) -> None:
+    for n in range(60):
+        row = database.log_prediction(n % 10, 0.9, [0.1] * 10, PNG, "v", 1.0, n % 6 != 0, 0.1)
+        if n < 40:
+            database.set_true_label(row, n % 10 if n % 4 else (n + 1) % 10)  # every fourth label says "wrong"
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:  # 20 old predictions, before the window
+        cur.execute("UPDATE predictions SET created_at = now() - interval '10 days' WHERE id > 40")
+    conn.close()
+    now = dt.datetime.now(dt.timezone.utc)
+    found = read(database, now - dt.timedelta(days=1), 7, now=now + dt.timedelta(seconds=1))
+    # Wrong: a label that is not the digit shown, or a digit where the app said "not a digit" (every sixth row).
+    wrong = sum(1 for n in range(40) if n % 4 == 0 or n % 6 == 0)
+    assert (found.new_labels, found.window_labels, found.window_wrong) == (40, 40, wrong) == (40, 40, 13)
+    assert (found.window_predictions, found.baseline_predictions) == (40, 20)
+    assert found.window_flagged == sum(1 for n in range(40) if n % 6 == 0)
+    assert read(database, now + dt.timedelta(hours=1), 7).new_labels == 0, "labels before the model was made"
+
+
+def test_a_check_with_40_labels_is_not_needed_and_says_why(
+    database: db.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for n in range(40):
+        database.set_true_label(database.log_prediction(7, 0.9, [0.1] * 10, PNG, "v", 1.0, True, 0.1), 1)
+    monkeypatch.setattr(loop, "CHECKS", tmp_path / "checks.jsonl")
+    recipe = to_recipe(build_parser().parse_args(["--retrain-if-needed", "--no-track"]), ["--no-track"])
+    assert loop.check(recipe, database) == 0
+    (entry,) = [json.loads(line) for line in (tmp_path / "checks.jsonl").read_text().splitlines()]
+    assert entry["decision"] == "not needed" and entry["facts"]["new_labels"] == 40
+    assert entry["reasons"][0].startswith("40 new labels") and "< MIN_NEW_LABELS 200" in entry["reasons"][0]
+    assert "loop check: not needed" in capsys.readouterr().out

@@ -1,0 +1,154 @@
+"""The loop's scheduled check: retrain only when the labels call for it, and say why every time.
+
+    make loop          # = python train.py --retrain-if-needed (a systemd timer runs it nightly: DEPLOYMENT.md)
+
+The rules (config/settings.py, group "loop"): retrain when at least MIN_NEW_LABELS labels have arrived since the
+production model was made, **and** either the feedback error rate over the last LOOP_WINDOW_DAYS is above
+LOOP_MAX_ERROR_RATE, or the share of "not a digit" answers in that window has moved more than
+LOOP_MAX_NOT_DIGIT_SHIFT from the weeks before (drift in what people draw). Then the existing fine-tune makes a
+candidate (`make retrain`), and with AUTO_PROMOTE=1 the gate decides whether it ships (`make promote`); otherwise it
+waits for the operator. Each check is a tracked MLflow run (its facts, its decision and its reasons) and a line in
+`data/loop/checks.jsonl`; a check with nothing to do reads one query and ends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from config.paths import DATA_DIR
+from config.settings import settings
+from inference.network import ModelLoadError, load_checkpoint
+from storage.database import Database
+from storage.loop_facts import LoopFacts, read
+from storage.pool import DatabaseUnavailable
+from training.lifecycle.registry import Run
+from training.recipe import CANDIDATE_PATH, Recipe
+
+CHECKS = DATA_DIR / "loop" / "checks.jsonl"
+
+
+@dataclass(frozen=True)
+class Rules:
+    min_new_labels: int
+    max_error_rate: float
+    max_not_digit_shift: float
+    window_days: float
+
+    @classmethod
+    def from_settings(cls) -> Rules:
+        current = settings()
+        return cls(
+            current.min_new_labels,
+            current.loop_max_error_rate,
+            current.loop_max_not_digit_shift,
+            current.loop_window_days,
+        )
+
+
+def decide(facts: LoopFacts, rules: Rules) -> tuple[bool, list[str]]:
+    """(retrain?, the reasons, each with its figures)."""
+    reasons = []
+    enough = facts.new_labels >= rules.min_new_labels
+    reasons.append(
+        f"{facts.new_labels} new labels since the production model was made "
+        + ("≥" if enough else "<")
+        + f" MIN_NEW_LABELS {rules.min_new_labels}"
+    )
+    error, shift = facts.error_rate, facts.not_digit_shift
+    wrong = error is not None and error > rules.max_error_rate
+    reasons.append(
+        f"feedback error rate over {rules.window_days:g} days: "
+        + (
+            f"{error:.1%} ({facts.window_wrong}/{facts.window_labels}) "
+            + f"{'>' if wrong else '≤'} {rules.max_error_rate:.0%}"
+            if error is not None
+            else "no labels in the window"
+        )
+    )
+    drift = shift is not None and abs(shift) > rules.max_not_digit_shift
+    reasons.append(
+        "not-a-digit share against the weeks before: "
+        + (
+            f"{shift:+.1%}, {'beyond' if drift else 'within'} ±{rules.max_not_digit_shift:.0%}"
+            if shift is not None
+            else "too few predictions (50 a side) to compare"
+        )
+    )
+    return enough and (wrong or drift), reasons
+
+
+def production_made_at(model: Path) -> dt.datetime:
+    """When the production model was trained (its metadata); the epoch when unknown, so every label counts."""
+    try:
+        made = load_checkpoint(model).meta.get("trained_at")
+        return dt.datetime.fromisoformat(made) if made else dt.datetime.fromtimestamp(0, dt.timezone.utc)
+    except (ModelLoadError, ValueError):
+        return dt.datetime.fromtimestamp(0, dt.timezone.utc)
+
+
+def record(entry: dict[str, Any], track: bool) -> None:
+    """The check as a line of data/loop/checks.jsonl and a tracked MLflow run."""
+    CHECKS.parent.mkdir(parents=True, exist_ok=True)
+    with open(CHECKS, "a", encoding="utf-8") as out:
+        out.write(json.dumps(entry) + "\n")
+    run = Run("loop-check", tags={"decision": entry["decision"], "kind": "loop-check"}, enabled=track)
+    run.log_params({f"rule_{k}": v for k, v in entry["rules"].items()})
+    run.log_metrics({k: v for k, v in entry["facts"].items() if isinstance(v, (int, float))})
+    run.set_tags({"reasons": " | ".join(entry["reasons"])[:4900]})
+    run.finish()
+
+
+def check(recipe: Recipe, database: Database | None = None) -> int:
+    """One scheduled check: 0 nothing to do, or a candidate shipped or left for the operator; 1 a candidate the
+    gate refused; 2 the database could not be read or the retrain was refused."""
+    rules = Rules.from_settings()
+    entry: dict[str, Any] = {
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "rules": asdict(rules),
+    }
+    handle = database or Database()
+    try:
+        facts = read(handle, production_made_at(recipe.base), rules.window_days)
+    except DatabaseUnavailable as exc:
+        entry.update(decision="failed", facts={}, reasons=[f"the database could not be read: {exc}"])
+        return finish(entry, recipe, 2)
+    finally:
+        if database is None:
+            handle.close()
+    needed, reasons = decide(facts, rules)
+    entry.update(facts={**asdict(facts), "error_rate": facts.error_rate, "not_digit_shift": facts.not_digit_shift})
+    entry.update(reasons=reasons, decision="retrain" if needed else "not needed")
+    if not needed:
+        return finish(entry, recipe, 0)
+    from training.retrain import retrain  # the training stack, only when a retrain is called for
+
+    if retrain(recipe) != 0:
+        entry.update(decision="retrain refused")
+        return finish(entry, recipe, 2)
+    return promote_or_wait(entry, recipe)
+
+
+def promote_or_wait(entry: dict[str, Any], recipe: Recipe) -> int:
+    version = json.loads(CANDIDATE_PATH.with_suffix(".json").read_text()).get("version")
+    entry["candidate_version"] = version
+    if not settings().auto_promote or version is None:
+        entry.update(decision="candidate waiting for the operator")
+        entry["reasons"].append(f"AUTO_PROMOTE is off: make promote VERSION={version} ships it")
+        return finish(entry, recipe, 0)
+    from training.lifecycle import promotion
+
+    shipped = promotion.promote(str(version), recipe.data_dir)
+    entry.update(decision="promoted" if shipped == 0 else "candidate refused by the gate")
+    return finish(entry, recipe, 0 if shipped == 0 else 1)
+
+
+def finish(entry: dict[str, Any], recipe: Recipe, code: int) -> int:
+    print(f"loop check: {entry['decision']}")
+    for reason in entry["reasons"]:
+        print(f"  - {reason}")
+    record(entry, track=recipe.track)
+    return code
