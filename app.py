@@ -215,7 +215,7 @@ def save_label(database: db.Database, slot: str) -> None:
     if not result or result["id"] is None or label is None:
         return
     try:
-        stored = database.set_true_label(database.resolve(result["id"]), label)  # validates the browser's value
+        stored = database.set_true_label(database.resolve(result["id"]), label, session.visitor_id())  # validated
         result["label"] = label
         result["label_spooled"] = not stored
         metrics.labelled(SOURCES[slot])

@@ -121,6 +121,12 @@ class Settings:
         "LOOP_MAX_NOT_DIGIT_SHIFT", 0.10, "...or its not-a-digit share this far from the weeks before", "loop", 0.0
     )
     loop_window_days: float = var("LOOP_WINDOW_DAYS", 7.0, "make loop: the recent window, in days", "loop", 0.01)
+    max_labels_per_client: int = var(
+        "MAX_LABELS_PER_CLIENT", 50, "a retraining set takes at most this many labels from one labeller", "loop", 1
+    )
+    label_hold_confidence: float = var(
+        "LABEL_HOLD_CONFIDENCE", 0.99, "a label contradicting an answer this sure is held for review", "loop", 0.5
+    )
     auto_promote: int = var(
         "AUTO_PROMOTE", 0, "make loop: 1 ships a candidate that passes the gate; 0 leaves it", "loop", 0
     )

@@ -17,6 +17,7 @@ the images in flight fill IMAGE_MEMORY_MB past IMAGE_WAIT_SECONDS (Retry-After).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import time
 import uuid
@@ -167,7 +168,8 @@ async def label(request: Request) -> Response:
     if not isinstance(body, dict) or "label" not in body:
         return error(400, 'Send {"label": 0-9 or "not a digit"}.')
     try:
-        stored = await run_in_threadpool(resources.database().label_request, request_id, body["label"])
+        who = "api:" + hashlib.sha256(client_of(request).encode()).hexdigest()[:16]  # counted apart, not named
+        stored = await run_in_threadpool(resources.database().label_request, request_id, body["label"], who)
     except UnknownPrediction:
         return error(404, "No prediction with that request id.")
     except SpoolFull:

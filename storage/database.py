@@ -158,11 +158,11 @@ class Database(Reads):
             self._provisional[provisional] = record["request_id"]
             return provisional
 
-    def set_true_label(self, prediction_id: int, true_label: int | str | None) -> bool:
+    def set_true_label(self, prediction_id: int, true_label: int | str | None, labelled_by: str | None = None) -> bool:
         """Record (or change, or clear with None) the user's answer on exactly that prediction's row: a digit 0-9,
         or `NOT_A_DIGIT` ("Not a digit"). True when it is stored, False when it is kept in the spool until the
         database is back; UnknownPrediction (a ValueError) when there is no such row."""
-        record = label_record(true_label)
+        record = label_record(true_label, labelled_by)
         if isinstance(prediction_id, bool) or not isinstance(prediction_id, int):
             raise ValueError(f"prediction_id must be an integer, got {prediction_id!r}.")
         record["id"] = prediction_id
@@ -174,10 +174,10 @@ class Database(Reads):
             record["request_id"] = self._provisional[prediction_id]
         return self._write_label(record, f"id {prediction_id}")
 
-    def label_request(self, request_id: str, true_label: int | str | None) -> bool:
+    def label_request(self, request_id: str, true_label: int | str | None, labelled_by: str | None = None) -> bool:
         """`set_true_label` for the row logged under `request_id` (the API's handle on its rows: whoever holds it).
         While the database is unreachable the label is spooled (False) and lands if that row exists."""
-        record = label_record(true_label)
+        record = label_record(true_label, labelled_by)
         record["request_id"] = check_request_id(request_id)
         return self._write_label(record, f"request id {record['request_id']}")
 

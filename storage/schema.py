@@ -160,6 +160,9 @@ SCHEMA: tuple[str, ...] = (
     # Who made the prediction: the anonymous id of the browser (access/clients.py), so History shows a visitor
     # their own rows only. NULL on rows from before it, and from the API and tools: no visitor sees those.
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS visitor text",
+    # Who gave the label (the browser's visitor id, or "api:" and a hash of the API client's address): a retraining
+    # set takes at most MAX_LABELS_PER_CLIENT from any one of them (training/feedback.py).
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS labelled_by text",
     """CREATE INDEX IF NOT EXISTS predictions_visitor_newest_idx ON predictions (visitor, created_at DESC, id DESC)
         WHERE visitor IS NOT NULL""",
     # Retention (make prune) deletes the oldest rows first.
@@ -187,6 +190,7 @@ LABEL_SQL = """
         true_label = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(label)s ELSE true_label END,
         labelled_not_digit = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(not_digit)s
                                   ELSE labelled_not_digit END,
+        labelled_by = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(by)s ELSE labelled_by END,
         labelled_at = GREATEST(labelled_at, %(at)s)
     WHERE {key} = %(key)s RETURNING id
 """
@@ -331,12 +335,14 @@ def label_statement(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         # Spools written before labels carried their time are replayed at the replay's time.
         "at": record.get("labelled_at") or dt.datetime.now(dt.timezone.utc).isoformat(),
         "key": record["request_id"] if by_request else record["id"],
+        "by": record.get("labelled_by"),
     }
 
 
-def label_record(true_label: Any) -> dict[str, Any]:
+def label_record(true_label: Any, labelled_by: str | None = None) -> dict[str, Any]:
     """A user's answer as the spool and the update carry it (the row it names is added by the caller): a digit
-    0-9, `NOT_A_DIGIT` as the button says it (any case), or None to clear it; its time is now."""
+    0-9, `NOT_A_DIGIT` as the button says it (any case), or None to clear it; its time is now; `labelled_by`: who
+    gave it (a visitor id, or the API client's hashed address)."""
     not_digit = isinstance(true_label, str) and true_label.strip().lower() == NOT_A_DIGIT
     return {
         "op": "label",
@@ -345,6 +351,7 @@ def label_record(true_label: Any) -> dict[str, Any]:
         "not_digit": not_digit,
         "request_id": None,
         "labelled_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "labelled_by": check_text("labelled_by", labelled_by),
     }
 
 

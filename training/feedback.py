@@ -23,6 +23,7 @@ from PIL import Image
 
 from inference.labels import NOT_DIGIT
 from inference.preprocess import IMAGE_SIZE
+from config.settings import settings
 from storage.config import describe
 from storage.database import Database
 from storage.pool import DatabaseUnavailable
@@ -88,7 +89,7 @@ def prepare(recipe: Recipe) -> Feedback | None:
     folder = Path(recipe.snapshot_dir) / stamp
     partial = folder.with_name(stamp + ".partial")  # renamed when complete: a half snapshot never looks whole
     try:
-        rows, pixels, skipped = snapshot_rows(database, partial)
+        rows, pixels, skipped, held = snapshot_rows(database, partial)
     except DatabaseUnavailable as exc:
         shutil.rmtree(partial, ignore_errors=True)
         print(f"retrain refused: the database went away while reading ({exc}). Nothing was written.")
@@ -99,18 +100,32 @@ def prepare(recipe: Recipe) -> Feedback | None:
         shutil.rmtree(partial, ignore_errors=True)
         print(f"retrain refused: only {len(rows)} labelled rows have a readable image. Nothing was written.")
         return None
-    header = {"created_at": stamp, "database": describe(database.dsn), "seed": recipe.seed}
+    labellers = len({row["labeller"] for row in rows})
+    print(
+        f"feedback: {len(rows)} labelled rows from {labellers} labellers (at most {settings().max_labels_per_client} "
+        f"each); {len(held)} held for review (they contradict an answer given with ≥ "
+        f"{settings().label_hold_confidence:.0%} confidence)"
+    )
+    header = {"created_at": stamp, "database": describe(database.dsn), "seed": recipe.seed, "held_for_review": held}
     return split_and_seal(rows, pixels, partial, folder, {**header, "skipped_unreadable": skipped})
 
 
-def snapshot_rows(database: Database, partial: Path) -> tuple[list[dict[str, Any]], list[np.ndarray], int]:
-    """Every labelled row with a readable image written to `partial`/images/: the manifest's rows, the pixels, and
-    how many rows were skipped as unreadable."""
+def snapshot_rows(database: Database, partial: Path) -> tuple[list[dict[str, Any]], list[np.ndarray], int, list[int]]:
+    """The labelled rows a retrain may trust, each with a readable image written to `partial`/images/: the
+    manifest's rows, the pixels, how many were skipped as unreadable, and the ids held for the operator's review.
+    No labeller gives more than MAX_LABELS_PER_CLIENT (their newest), so one visitor cannot flood the set; a label
+    that contradicts an answer given with LABEL_HOLD_CONFIDENCE is held, not trained on."""
     (partial / "images").mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     pixels: list[np.ndarray] = []
-    skipped = 0
-    for row in database.iter_labelled():
+    skipped, held = 0, []
+    current = settings()
+    for row in database.iter_labelled(
+        per_labeller=current.max_labels_per_client, hold_confidence=current.label_hold_confidence
+    ):
+        if row["held"]:
+            held.append(row["id"])
+            continue
         image = decode(row["image"])
         if image is None:
             skipped += 1
@@ -126,10 +141,11 @@ def snapshot_rows(database: Database, partial: Path) -> tuple[list[dict[str, Any
                 "created_at": row["created_at"].isoformat(),
                 "file": name,
                 "sha256": hashlib.sha256(row["image"]).hexdigest(),
+                "labeller": hashlib.sha256(row["labeller"].encode()).hexdigest()[:12],  # counted, not named
             }
         )
         pixels.append(image)
-    return rows, pixels, skipped
+    return rows, pixels, skipped, held
 
 
 def split_and_seal(

@@ -158,6 +158,8 @@ def test_labels_land_on_their_row_and_only_there(api_url: str, app_db: str) -> N
         first["id"], second["id"],
     )  # fmt: skip
     assert labelled == [(first["id"], 8, False), (second["id"], None, True)]
+    (by,) = rows(app_db, "SELECT DISTINCT labelled_by FROM predictions WHERE id IN (%s, %s)", first["id"], second["id"])
+    assert by[0].startswith("api:") and "127.0.0.1" not in by[0], "who labelled, counted apart and not named"
     assert post(label_url.format("8d5d3c7e-0000-4000-8000-000000000000"), b'{"label": 1}', "application/json")[0] == 404
     assert post(label_url.format("not-a-request-id"), b'{"label": 1}', "application/json")[0] == 404
     for bad in (b'{"label": 12}', b'{"label": true}', b'{"label": "seven"}', b"{}", b"[1]", b"not json"):

@@ -67,3 +67,24 @@ def test_a_check_with_40_labels_is_not_needed_and_says_why(
     assert entry["decision"] == "not needed" and entry["facts"]["new_labels"] == 40
     assert entry["reasons"][0].startswith("40 new labels") and "< MIN_NEW_LABELS 200" in entry["reasons"][0]
     assert "loop check: not needed" in capsys.readouterr().out
+
+
+def test_no_labeller_floods_a_retraining_set_and_confident_contradictions_are_held(database: db.Database) -> None:
+    """300 sevens the model was sure of, labelled "1" by one visitor: held for review, none trained on. 120 labels
+    from another single visitor: only their newest 50. 30 visitors x 10 labels: all kept."""
+
+    def labelled(digit: int, confidence: float, label: int, by: str) -> int:
+        row = database.log_prediction(digit, confidence, [0.1] * 10, PNG, "v", 1.0, True, 0.01)
+        database.set_true_label(row, label, by)
+        return row
+
+    poisoned = {labelled(7, 0.999, 1, "poisoner") for _ in range(300)}
+    eager = [labelled(4, 0.6, 9, "eager") for _ in range(120)]
+    crowd = {labelled(3, 0.7, 5, f"visitor-{n % 30}") for n in range(300)}
+    rows = list(database.iter_labelled(per_labeller=50, hold_confidence=0.99))
+    held = {row["id"] for row in rows if row["held"]}
+    kept = {row["id"] for row in rows if not row["held"]}
+    assert held == poisoned, "every confident contradiction held, nothing else"
+    assert kept & set(eager) == set(eager[-50:]), "one labeller's newest 50, no more"
+    assert crowd <= kept, "30 labellers x 10: all kept"
+    assert {row["labeller"] for row in rows if row["id"] in crowd} == {f"visitor-{n}" for n in range(30)}
