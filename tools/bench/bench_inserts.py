@@ -12,6 +12,7 @@ Figures go to stdout and test-artifacts/bench-inserts.json; nothing here asserts
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -25,10 +26,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 import db
 from config.paths import PROJECT_DIR
 from tools import pg
-from tools.bench.bench_history import sample_pngs
 
 ARTIFACTS = PROJECT_DIR / "test-artifacts"
 PROBS = [0.01] * 9 + [0.91]
@@ -38,6 +41,17 @@ INSERT INTO predictions (predicted_digit, confidence, probabilities, image, mode
 VALUES (:digit, 0.91, ARRAY[0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.01,0.91], decode(:png, 'hex'), 'bench', 1.4,
   true, 0.02, 'api', gen_random_uuid());
 """
+
+
+def model_input_png() -> bytes:
+    """A 28x28 greyscale PNG like the model inputs the app stores (a stroke or two), made without torch: each writer
+    is a process of its own, and importing the model's stack in each would cost more than the writes measured."""
+    pixels = np.zeros((28, 28), dtype=np.uint8)
+    pixels[6:22, 12:16] = 220
+    pixels[6:10, 8:20] = 180
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def one_writer(dsn: str, seconds: float, png: bytes) -> tuple[float, int]:
@@ -86,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     admin = pg.admin_dsn(Path(tempfile.mkdtemp()))
     dsn = pg.create_database(admin, "mnist_bench_inserts")
-    png = bytes.fromhex(sample_pngs(1)[0].removeprefix("\\\\x"))
+    png = model_input_png()
     try:
         figures: dict[str, Any] = {"app": [], "pgbench": [], "png_bytes": len(png)}
         for writers in (int(part) for part in args.writers.split(",")):
