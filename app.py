@@ -158,7 +158,7 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
         try:
             result["id"] = record.log_prediction(
                 database,
-                result["checkpoint"],
+                result.get("checkpoint", checkpoint),  # a session's result from before the swap-aware page
                 prediction,
                 result.get("inference_ms"),
                 SOURCES[slot],

@@ -18,11 +18,9 @@ import os
 import shutil
 import subprocess
 import sys
-import multiprocessing
 import tempfile
 import time
 import urllib.parse
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +56,7 @@ def one_writer(dsn: str, seconds: float, png: bytes) -> tuple[float, int]:
     """One process, as one replica writes: its own handle and pool; (its inserts a second, writes left spooled)."""
     handle = db.Database(dsn, spool_path=Path(tempfile.mkdtemp()) / "spool.jsonl", pool_size=1)
     handle.init_db()
+    time.sleep(0.5)  # the others' start-up is not the database's time
     count, started = 0, time.monotonic()
     while time.monotonic() < started + seconds:
         handle.log_prediction(7, 0.91, PROBS, png, "bench", 1.4, True, 0.02, source="api")
@@ -68,13 +67,15 @@ def one_writer(dsn: str, seconds: float, png: bytes) -> tuple[float, int]:
     return rate, spooled
 
 
-def app_path(dsn: str, writers: int, seconds: float, png: bytes) -> dict[str, Any]:
-    """`writers` processes (replicas, each past the GIL of the others) logging predictions as fast as they can."""
-    with ProcessPoolExecutor(writers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(time.sleep, [0.5] * writers))  # every process up (and its imports done) before the clock
-        results = list(pool.map(one_writer, [dsn] * writers, [seconds] * writers, [png] * writers))
-    return {"writers": writers, "per_second": round(sum(rate for rate, _ in results), 1),
-            "spooled": sum(spooled for _, spooled in results)}  # fmt: skip
+def app_path(dsn: str, writers: int, seconds: float) -> dict[str, Any]:
+    """`writers` processes (replicas, each past the GIL of the others) logging predictions as fast as they can.
+    Each is `python -m tools.bench.bench_inserts --one-writer`, a process of its own (not multiprocessing, whose
+    children re-run the parent's __main__: under pytest, whatever a page test left there)."""
+    command = [sys.executable, "-m", "tools.bench.bench_inserts", "--one-writer", dsn, "--seconds", str(seconds)]
+    processes = [subprocess.Popen(command, cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True) for _ in range(writers)]
+    results = [json.loads(process.communicate(timeout=seconds + 120)[0].splitlines()[-1]) for process in processes]
+    return {"writers": writers, "per_second": round(sum(r["per_second"] for r in results), 1),
+            "spooled": sum(r["spooled"] for r in results)}  # fmt: skip
 
 
 def pgbench(dsn: str, clients: int, seconds: float, png: bytes) -> dict[str, Any] | None:
@@ -97,14 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per concurrency")
     parser.add_argument("--writers", default="1,2,4,8,16", help="concurrent writers, comma-separated")
+    parser.add_argument("--one-writer", metavar="DSN", help="(internal) be one writer: print its figures as JSON")
     args = parser.parse_args(argv)
+    if args.one_writer:
+        rate, spooled = one_writer(args.one_writer, args.seconds, model_input_png())
+        print(json.dumps({"per_second": rate, "spooled": spooled}))
+        return 0
     admin = pg.admin_dsn(Path(tempfile.mkdtemp()))
     dsn = pg.create_database(admin, "mnist_bench_inserts")
     png = model_input_png()
     try:
         figures: dict[str, Any] = {"app": [], "pgbench": [], "png_bytes": len(png)}
         for writers in (int(part) for part in args.writers.split(",")):
-            figures["app"].append(app_path(dsn, writers, args.seconds, png))
+            figures["app"].append(app_path(dsn, writers, args.seconds))
             bench = pgbench(dsn, writers, args.seconds, png)
             if bench is not None:
                 figures["pgbench"].append(bench)
