@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from serve import resources
+from storage import loop_facts
 from storage.database import Database
 from storage.pool import DatabaseUnavailable
 from storage.schema import SOURCES
@@ -106,6 +107,29 @@ class StateCollector:
         if up:  # the whole table's figures (every replica reports the same): the dashboard's feedback accuracy
             yield GaugeMetricFamily("mnist_feedback_labelled", "Predictions with a user's answer (all time)", labelled)
             yield GaugeMetricFamily("mnist_feedback_right", "Of those, the ones the app answered right", right)
+            yield from loop_state(database)
+
+
+def loop_state(database: Database) -> Iterator[Metric]:
+    """The loop's newest scheduled check (make loop), for its alerts: when, and whether it needs the operator."""
+    try:
+        last = loop_facts.last_check(database) or {}
+    except DatabaseUnavailable:
+        return
+    decision = last.get("decision", "")
+    yield GaugeMetricFamily(
+        "mnist_loop_last_check_timestamp_seconds", "When make loop last checked (0: never)", last.get("checked_at", 0)
+    )
+    yield GaugeMetricFamily(
+        "mnist_loop_candidate_waiting",
+        "1 when a candidate waits for make promote",
+        float(decision == loop_facts.WAITING),
+    )
+    yield GaugeMetricFamily(
+        "mnist_loop_check_failed",
+        "1 when the last check failed or its candidate was refused",
+        float(decision in loop_facts.TROUBLE),
+    )
 
 
 REGISTRY.register(StateCollector(resources.database))

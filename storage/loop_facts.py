@@ -11,6 +11,7 @@ One query, a few aggregates over indexed time columns: a check with nothing to d
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,40 @@ SELECT
 FROM (SELECT *, (true_label IS NOT NULL OR labelled_not_digit) AS labelled FROM predictions
       WHERE created_at >= least(%(since)s, %(baseline)s) OR labelled_at >= least(%(since)s, %(baseline)s)) recent
 """
+
+
+# Decisions that need the operator: a candidate the gate refused, a retrain refused, a check that failed.
+TROUBLE = ("candidate refused by the gate", "retrain refused", "failed")
+WAITING = "candidate waiting for the operator"
+
+
+def record_check(database: Database, entry: dict[str, Any]) -> None:
+    """One check's row in loop_checks (what /metrics reads back); DatabaseUnavailable when it cannot be written."""
+
+    def write(cur: Any) -> None:
+        database._ensure_schema_in(cur)
+        cur.execute(
+            "INSERT INTO loop_checks (decision, candidate_version, reasons, facts) VALUES (%s, %s, %s, %s)",
+            (entry["decision"], entry.get("candidate_version"), json.dumps(entry["reasons"]),
+             json.dumps(entry["facts"])),
+        )  # fmt: skip
+
+    database._bounded(lambda: database._run(write), database.read_wait())
+
+
+def last_check(database: Database) -> dict[str, Any] | None:
+    """The newest check: checked_at (epoch seconds), decision and candidate_version; None before the first."""
+
+    def run(cur: Any) -> dict[str, Any] | None:
+        database._ensure_schema_in(cur)
+        cur.execute(
+            "SELECT extract(epoch FROM checked_at)::float8 AS checked_at, decision, candidate_version "
+            "FROM loop_checks ORDER BY id DESC LIMIT 1"
+        )
+        row = cur.fetchone()
+        return dict(row) if row else None
+
+    return database._bounded(lambda: database._run(run), database.read_wait())
 
 
 def read(database: Database, since: dt.datetime, window_days: float, now: dt.datetime | None = None) -> LoopFacts:

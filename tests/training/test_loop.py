@@ -67,6 +67,13 @@ def test_a_check_with_40_labels_is_not_needed_and_says_why(
     assert entry["decision"] == "not needed" and entry["facts"]["new_labels"] == 40
     assert entry["reasons"][0].startswith("40 new labels") and "< MIN_NEW_LABELS 200" in entry["reasons"][0]
     assert "loop check: not needed" in capsys.readouterr().out
+    from serve.metrics import loop_state
+    from storage.loop_facts import last_check
+
+    assert (last_check(database) or {}).get("decision") == "not needed", "in loop_checks, where /metrics reads it"
+    state = {family.name: family.samples[0].value for family in loop_state(database)}
+    assert state["mnist_loop_last_check_timestamp_seconds"] > 0
+    assert state["mnist_loop_candidate_waiting"] == 0 and state["mnist_loop_check_failed"] == 0
 
 
 def test_no_labeller_floods_a_retraining_set_and_confident_contradictions_are_held(database: db.Database) -> None:

@@ -23,7 +23,7 @@ from config.paths import DATA_DIR
 from config.settings import settings
 from inference.network import ModelLoadError, load_checkpoint
 from storage.database import Database
-from storage.loop_facts import LoopFacts, read
+from storage.loop_facts import WAITING, LoopFacts, read, record_check
 from storage.pool import DatabaseUnavailable
 from training.lifecycle.registry import Run
 from training.recipe import CANDIDATE_PATH, Recipe
@@ -90,11 +90,20 @@ def production_made_at(model: Path) -> dt.datetime:
         return dt.datetime.fromtimestamp(0, dt.timezone.utc)
 
 
-def record(entry: dict[str, Any], track: bool) -> None:
-    """The check as a line of data/loop/checks.jsonl and a tracked MLflow run."""
+def record(entry: dict[str, Any], track: bool, database: Database | None = None) -> None:
+    """The check as a line of data/loop/checks.jsonl, a row of loop_checks (the operator's metrics and alerts read
+    it), and a tracked MLflow run."""
     CHECKS.parent.mkdir(parents=True, exist_ok=True)
     with open(CHECKS, "a", encoding="utf-8") as out:
         out.write(json.dumps(entry) + "\n")
+    handle = database or Database()
+    try:
+        record_check(handle, entry)
+    except DatabaseUnavailable as exc:
+        print(f"  (not recorded in the database: {exc})")
+    finally:
+        if database is None:
+            handle.close()
     run = Run("loop-check", tags={"decision": entry["decision"], "kind": "loop-check"}, enabled=track)
     run.log_params({f"rule_{k}": v for k, v in entry["rules"].items()})
     run.log_metrics({k: v for k, v in entry["facts"].items() if isinstance(v, (int, float))})
@@ -105,50 +114,53 @@ def record(entry: dict[str, Any], track: bool) -> None:
 def check(recipe: Recipe, database: Database | None = None) -> int:
     """One scheduled check: 0 nothing to do, or a candidate shipped or left for the operator; 1 a candidate the
     gate refused; 2 the database could not be read or the retrain was refused."""
+    handle = database or Database()
+    try:
+        entry, code = decide_and_act(recipe, handle)
+        print(f"loop check: {entry['decision']}")
+        for reason in entry["reasons"]:
+            print(f"  - {reason}")
+        record(entry, recipe.track, handle)
+        return code
+    finally:
+        if database is None:
+            handle.close()
+
+
+def decide_and_act(recipe: Recipe, database: Database) -> tuple[dict[str, Any], int]:
+    """The check's record (its rules, facts, decision and reasons) and its exit code."""
     rules = Rules.from_settings()
     entry: dict[str, Any] = {
         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "rules": asdict(rules),
     }
-    handle = database or Database()
     try:
-        facts = read(handle, production_made_at(recipe.base), rules.window_days)
+        facts = read(database, production_made_at(recipe.base), rules.window_days)
     except DatabaseUnavailable as exc:
         entry.update(decision="failed", facts={}, reasons=[f"the database could not be read: {exc}"])
-        return finish(entry, recipe, 2)
-    finally:
-        if database is None:
-            handle.close()
+        return entry, 2
     needed, reasons = decide(facts, rules)
     entry.update(facts={**asdict(facts), "error_rate": facts.error_rate, "not_digit_shift": facts.not_digit_shift})
     entry.update(reasons=reasons, decision="retrain" if needed else "not needed")
     if not needed:
-        return finish(entry, recipe, 0)
+        return entry, 0
     from training.retrain import retrain  # the training stack, only when a retrain is called for
 
     if retrain(recipe) != 0:
         entry.update(decision="retrain refused")
-        return finish(entry, recipe, 2)
+        return entry, 2
     return promote_or_wait(entry, recipe)
 
 
-def promote_or_wait(entry: dict[str, Any], recipe: Recipe) -> int:
+def promote_or_wait(entry: dict[str, Any], recipe: Recipe) -> tuple[dict[str, Any], int]:
     version = json.loads(CANDIDATE_PATH.with_suffix(".json").read_text()).get("version")
     entry["candidate_version"] = version
     if not settings().auto_promote or version is None:
-        entry.update(decision="candidate waiting for the operator")
+        entry.update(decision=WAITING)
         entry["reasons"].append(f"AUTO_PROMOTE is off: make promote VERSION={version} ships it")
-        return finish(entry, recipe, 0)
+        return entry, 0
     from training.lifecycle import promotion
 
     shipped = promotion.promote(str(version), recipe.data_dir)
     entry.update(decision="promoted" if shipped == 0 else "candidate refused by the gate")
-    return finish(entry, recipe, 0 if shipped == 0 else 1)
-
-
-def finish(entry: dict[str, Any], recipe: Recipe, code: int) -> int:
-    print(f"loop check: {entry['decision']}")
-    for reason in entry["reasons"]:
-        print(f"  - {reason}")
-    record(entry, track=recipe.track)
-    return code
+    return entry, 0 if shipped == 0 else 1
