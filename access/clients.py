@@ -14,7 +14,7 @@ import ipaddress
 import functools
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from uvicorn.middleware.proxy_headers import _TrustedHosts  # uvicorn's own rule, so the two never disagree
@@ -76,6 +76,13 @@ def client_address(peer: str | None, forwarded_for: str | None, proxies: str | N
             if not _in(hop, networks):
                 break
     return address
+
+
+def client_of_scope(scope: Mapping[str, Any]) -> str:
+    """`client_address` of an ASGI request or websocket: its peer and its first X-Forwarded-For header."""
+    peer = scope.get("client")
+    forwarded = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-forwarded-for"), None)
+    return client_address(peer[0] if peer else None, forwarded)
 
 
 def new_visitor_id() -> str:

@@ -42,12 +42,6 @@ def logged_path(path: str) -> str:
     return "/api/predictions/{request_id}/label" if _REQUEST_ID.match(path) else path
 
 
-def client_of_scope(scope: Scope) -> str:
-    peer = scope.get("client")
-    forwarded = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-forwarded-for"), None)
-    return clients.client_address(peer[0] if peer else None, forwarded)
-
-
 def line(method: str, path: str, status: int, ms: float, client: str) -> str:
     fields: dict[str, Any] = {
         "access": 1,
@@ -92,4 +86,4 @@ class AccessLog:
             ms = (time.perf_counter() - started) * 1000
             # No status: the app raised (the server answers 500), or the client left before an answer (499).
             status = status or (500 if failed else 499)
-            _logger().info(line(method, scope.get("path", ""), status, ms, client_of_scope(scope)))
+            _logger().info(line(method, scope.get("path", ""), status, ms, clients.client_of_scope(scope)))

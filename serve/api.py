@@ -72,8 +72,7 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 
 
 def client_of(request: Request) -> str:
-    peer = request.client.host if request.client else None
-    return clients.client_address(peer, request.headers.get("x-forwarded-for"))
+    return clients.client_of_scope(request.scope)
 
 
 async def bounded_body(request: Request, limit: int) -> bytes:

@@ -90,20 +90,16 @@ def production_made_at(model: Path) -> dt.datetime:
         return dt.datetime.fromtimestamp(0, dt.timezone.utc)
 
 
-def record(entry: dict[str, Any], track: bool, database: Database | None = None) -> None:
+def record(entry: dict[str, Any], track: bool, database: Database) -> None:
     """The check as a line of data/loop/checks.jsonl, a row of loop_checks (the operator's metrics and alerts read
     it), and a tracked MLflow run."""
     CHECKS.parent.mkdir(parents=True, exist_ok=True)
     with open(CHECKS, "a", encoding="utf-8") as out:
         out.write(json.dumps(entry) + "\n")
-    handle = database or Database()
     try:
-        record_check(handle, entry)
+        record_check(database, entry)
     except DatabaseUnavailable as exc:
         print(f"  (not recorded in the database: {exc})")
-    finally:
-        if database is None:
-            handle.close()
     run = Run("loop-check", tags={"decision": entry["decision"], "kind": "loop-check"}, enabled=track)
     run.log_params({f"rule_{k}": v for k, v in entry["rules"].items()})
     run.log_metrics({k: v for k, v in entry["facts"].items() if isinstance(v, (int, float))})
