@@ -127,6 +127,9 @@ class Settings:
     label_hold_confidence: float = var(
         "LABEL_HOLD_CONFIDENCE", 0.99, "a label contradicting an answer this sure is held for review", "loop", 0.5
     )
+    label_corroboration: int = var(
+        "LABEL_CORROBORATION", 5, "...unless this many labellers made the same correction", "loop", 1
+    )
     auto_promote: int = var(
         "AUTO_PROMOTE", 0, "make loop: 1 ships a candidate that passes the gate; 0 leaves it", "loop", 0
     )

@@ -1,11 +1,14 @@
 """What the loop's scheduled check (training/lifecycle/loop.py, `make loop`) reads from the prediction log: labels
-since the production model was made, the feedback error rate over the recent window, and the not-a-digit share of
-the window against the weeks before it (drift in what people draw).
+since the production model was made (and how many of them a retraining set would trust: storage/trust.py), the
+feedback error rate over the recent window, and the not-a-digit share of the window against the weeks before it
+(drift in what people draw).
 
     python -c "import db, datetime as dt; from storage.loop_facts import read; \
-               print(read(db.Database(), dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), 7))"
+               from storage.trust import Trust; \
+               print(read(db.Database(), dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), 7, Trust()))"
 
-One query, a few aggregates over indexed time columns: a check with nothing to do costs milliseconds here.
+Two queries, aggregates over the recent rows and the labelled ones: a check with nothing to do costs well under
+a second here.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from typing import Any
 
 from storage.database import Database
 from storage.schema import WRONG
+from storage.trust import COUNT_SQL, Trust
 
 BASELINE_WINDOWS = 4  # the not-a-digit share is compared with the four windows before the recent one
 
 
 @dataclass(frozen=True)
 class LoopFacts:
-    new_labels: int  # labelled (with the image) since the production model was made
+    new_labels: int  # labelled (with the image) since the production model was made, the rejected left out
+    new_held: int  # of those, held for the operator's review (storage/trust.py)
+    new_over_cap: int  # beyond one labeller's cap
+    new_trusted: int  # what a retraining set takes: the count the loop's rule reads
     window_labels: int  # labelled within the recent window
     window_wrong: int  # of those, answered wrongly
     window_predictions: int
@@ -45,7 +52,6 @@ class LoopFacts:
 
 QUERY = f"""
 SELECT
-  count(*) FILTER (WHERE labelled AND image IS NOT NULL AND labelled_at >= %(since)s) AS new_labels,
   count(*) FILTER (WHERE labelled AND labelled_at >= %(window)s) AS window_labels,
   count(*) FILTER (WHERE labelled AND labelled_at >= %(window)s AND ({WRONG})) AS window_wrong,
   count(*) FILTER (WHERE created_at >= %(window)s) AS window_predictions,
@@ -92,8 +98,11 @@ def last_check(database: Database) -> dict[str, Any] | None:
     return database._bounded(lambda: database._run(run), database.read_wait())
 
 
-def read(database: Database, since: dt.datetime, window_days: float, now: dt.datetime | None = None) -> LoopFacts:
-    """The facts for a check at `now`; DatabaseUnavailable when the database does not answer."""
+def read(
+    database: Database, since: dt.datetime, window_days: float, trust: Trust, now: dt.datetime | None = None
+) -> LoopFacts:
+    """The facts for a check at `now`, the new labels judged by `trust`; DatabaseUnavailable when the database does
+    not answer."""
     now = now or dt.datetime.now(dt.timezone.utc)
     window = now - dt.timedelta(days=window_days)
     params = {"since": since, "window": window, "baseline": window - dt.timedelta(days=window_days * BASELINE_WINDOWS)}
@@ -101,6 +110,9 @@ def read(database: Database, since: dt.datetime, window_days: float, now: dt.dat
     def run(cur: Any) -> LoopFacts:
         database._ensure_schema_in(cur)
         cur.execute(QUERY, params)
-        return LoopFacts(**{key: int(value) for key, value in dict(cur.fetchone()).items()})
+        window = {key: int(value) for key, value in dict(cur.fetchone()).items()}
+        cur.execute(COUNT_SQL, {**trust.params(), "since": since})
+        labels = {f"new_{key}": int(value) for key, value in dict(cur.fetchone()).items()}
+        return LoopFacts(**labels, **window)
 
     return database._bounded(lambda: database._run(run), database.read_wait())

@@ -21,6 +21,7 @@ import psycopg2
 import psycopg2.extras
 
 from storage.pool import Connections, DatabaseUnavailable
+from storage.trust import LABELLED_SQL, Trust
 from storage.schema import (
     HISTORY_COLUMNS,
     NOT_DIGIT,
@@ -112,18 +113,6 @@ def percentile(counts: list[tuple[int, int, float]], q: float) -> float | None:
 # The labelled rows a retrain may learn from. A row's labeller is who gave the label (or, on rows from before that
 # was kept, the browser that made it; else the row itself). Held: the user contradicts an answer the model gave with
 # at least %(hold)s confidence. Each labeller's newest %(cap)s unheld rows are kept; held rows come back, flagged.
-LABELLED_SQL = """
-SELECT id, created_at, predicted_digit, true_label, not_digit, image, model_version, labeller, held FROM (
-  SELECT *, row_number() OVER (PARTITION BY labeller, held ORDER BY labelled_at DESC NULLS LAST, id DESC) AS nth
-  FROM (
-    SELECT id, created_at, predicted_digit, true_label, labelled_not_digit AS not_digit, image, model_version,
-      labelled_at, coalesce(labelled_by, visitor, 'row:' || id) AS labeller,
-      coalesce(is_digit, true) AND confidence >= %(hold)s AND (labelled_not_digit OR true_label <> predicted_digit)
-        AS held
-    FROM predictions WHERE (true_label IS NOT NULL OR labelled_not_digit) AND image IS NOT NULL
-  ) labelled
-) ranked WHERE held OR nth <= %(cap)s ORDER BY id
-"""
 
 
 class Reads(Connections):
@@ -239,16 +228,14 @@ class Reads(Connections):
 
         return self._bounded(lambda: self._run(read), self.read_wait())
 
-    def iter_labelled(
-        self, batch_size: int = 1000, per_labeller: int | None = None, hold_confidence: float | None = None
-    ) -> Iterator[dict[str, Any]]:
+    def iter_labelled(self, batch_size: int = 1000, trust: Trust | None = None) -> Iterator[dict[str, Any]]:
         """Every labelled prediction with its image, oldest first, streamed through a server-side cursor: the rows
         arrive `batch_size` at a time, so a large table never sits in memory. `true_label` is None and `not_digit`
-        True where the user answered "Not a digit". `per_labeller`: at most that many (the newest) from any one
-        labeller; `held` is True on a label that contradicts an answer given with at least `hold_confidence` (for
-        the operator to review, not to train on blindly). Raises DatabaseUnavailable if the database cannot be
+        True where the user answered "Not a digit". `trust` (storage/trust.py): at most its cap (the newest) from any
+        one labeller, and `held` True on a label held for the operator's review (not to train on blindly); the
+        operator's rejected labels never come. Raises DatabaseUnavailable if the database cannot be
         reached (or drops the connection mid-stream)."""
-        limits = {"cap": per_labeller or 2**62, "hold": 2.0 if hold_confidence is None else hold_confidence}
+        limits = (trust or Trust()).params()
         self.ensure_ready()
         try:
             with self._connection() as conn:

@@ -163,6 +163,9 @@ SCHEMA: tuple[str, ...] = (
     # Who gave the label (the browser's visitor id, or "api:" and a hash of the API client's address): a retraining
     # set takes at most MAX_LABELS_PER_CLIENT from any one of them (training/feedback.py).
     "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS labelled_by text",
+    # The operator's review of a held label (storage/trust.py): 'accepted' trains on it, 'rejected' never does.
+    """ALTER TABLE predictions ADD COLUMN IF NOT EXISTS label_review text
+        CONSTRAINT label_review_known CHECK (label_review IS NULL OR label_review IN ('accepted', 'rejected'))""",
     """CREATE INDEX IF NOT EXISTS predictions_visitor_newest_idx ON predictions (visitor, created_at DESC, id DESC)
         WHERE visitor IS NOT NULL""",
     # Retention (make prune) deletes the oldest rows first.
@@ -200,6 +203,7 @@ LABEL_SQL = """
         labelled_not_digit = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(not_digit)s
                                   ELSE labelled_not_digit END,
         labelled_by = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(by)s ELSE labelled_by END,
+        label_review = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN NULL ELSE label_review END,
         labelled_at = GREATEST(labelled_at, %(at)s)
     WHERE {key} = %(key)s RETURNING id
 """

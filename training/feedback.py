@@ -27,6 +27,7 @@ from config.settings import settings
 from storage.config import describe
 from storage.database import Database
 from storage.pool import DatabaseUnavailable
+from storage.trust import Trust
 from training.dataset import Split
 from training.recipe import Recipe
 
@@ -104,7 +105,8 @@ def prepare(recipe: Recipe) -> Feedback | None:
     print(
         f"feedback: {len(rows)} labelled rows from {labellers} labellers (at most {settings().max_labels_per_client} "
         f"each); {len(held)} held for review (they contradict an answer given with ≥ "
-        f"{settings().label_hold_confidence:.0%} confidence)"
+        f"{settings().label_hold_confidence:.0%} confidence and fewer than {settings().label_corroboration} labellers "
+        "made that correction)"
     )
     header = {"created_at": stamp, "database": describe(database.dsn), "seed": recipe.seed, "held_for_review": held}
     return split_and_seal(rows, pixels, partial, folder, {**header, "skipped_unreadable": skipped})
@@ -114,15 +116,13 @@ def snapshot_rows(database: Database, partial: Path) -> tuple[list[dict[str, Any
     """The labelled rows a retrain may trust, each with a readable image written to `partial`/images/: the
     manifest's rows, the pixels, how many were skipped as unreadable, and the ids held for the operator's review.
     No labeller gives more than MAX_LABELS_PER_CLIENT (their newest), so one visitor cannot flood the set; a label
-    that contradicts an answer given with LABEL_HOLD_CONFIDENCE is held, not trained on."""
+    that contradicts an answer given with LABEL_HOLD_CONFIDENCE is held, not trained on, unless LABEL_CORROBORATION
+    labellers made the same correction or the operator accepted it (storage/trust.py)."""
     (partial / "images").mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     pixels: list[np.ndarray] = []
     skipped, held = 0, []
-    current = settings()
-    for row in database.iter_labelled(
-        per_labeller=current.max_labels_per_client, hold_confidence=current.label_hold_confidence
-    ):
+    for row in database.iter_labelled(trust=Trust.from_settings()):
         if row["held"]:
             held.append(row["id"])
             continue

@@ -3,6 +3,7 @@ prediction log, and a check with nothing to do, which says why and records itsel
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import db
 import utils
 from storage.loop_facts import LoopFacts, read
+from storage.trust import Trust
 from training.lifecycle import loop
 from training.options import build_parser, to_recipe
 
@@ -22,7 +24,7 @@ PNG = utils.to_png(__import__("numpy").zeros((28, 28)))
 
 def facts(new: int, labels: int = 100, wrong: int = 5, window: int = 1000, flagged: int = 30, base: int = 4000,
           base_flagged: int = 120) -> LoopFacts:  # fmt: skip
-    return LoopFacts(new, labels, wrong, window, flagged, base, base_flagged)
+    return LoopFacts(new, 0, 0, new, labels, wrong, window, flagged, base, base_flagged)
 
 
 def test_retrain_needs_enough_labels_and_a_reason() -> None:
@@ -33,7 +35,12 @@ def test_retrain_needs_enough_labels_and_a_reason() -> None:
     assert needed and "20.0% (20/100) > 10%" in reasons[1], "the error rate"
     needed, reasons = loop.decide(facts(new=300, wrong=5, flagged=200), RULES)
     assert needed and "+17.0%, beyond ±10%" in reasons[2], "drift in the not-a-digit share"
-    assert "300 new labels since the production model was made ≥ MIN_NEW_LABELS 200" == reasons[0]
+    assert "300 trusted new labels since the production model was made ≥ MIN_NEW_LABELS 200" == reasons[0]
+    flood = dataclasses.replace(facts(new=300, wrong=300, labels=300), new_held=50, new_over_cap=250, new_trusted=0)
+    needed, reasons = loop.decide(flood, RULES)
+    assert needed is False, "one client's 300 labels: held or over the cap, none trusted"
+    assert reasons[0].startswith("0 trusted new labels") and "50 held for the operator's review" in reasons[0]
+    assert "250 beyond one labeller's MAX_LABELS_PER_CLIENT" in reasons[0]
     assert loop.decide(facts(new=300, wrong=5, window=20, flagged=20), RULES)[0] is False, "too few to compare"
 
 
@@ -46,26 +53,27 @@ def test_the_facts_come_from_the_log(database: db.Database, database_url: str) -
         cur.execute("UPDATE predictions SET created_at = now() - interval '10 days' WHERE id > 40")
     conn.close()
     now = dt.datetime.now(dt.timezone.utc)
-    found = read(database, now - dt.timedelta(days=1), 7, now=now + dt.timedelta(seconds=1))
+    found = read(database, now - dt.timedelta(days=1), 7, Trust(), now=now + dt.timedelta(seconds=1))
     # Wrong: a label that is not the digit shown, or a digit where the app said "not a digit" (every sixth row).
     wrong = sum(1 for n in range(40) if n % 4 == 0 or n % 6 == 0)
     assert (found.new_labels, found.window_labels, found.window_wrong) == (40, 40, wrong) == (40, 40, 13)
+    assert found.new_trusted == 40 and found.new_held == found.new_over_cap == 0
     assert (found.window_predictions, found.baseline_predictions) == (40, 20)
     assert found.window_flagged == sum(1 for n in range(40) if n % 6 == 0)
-    assert read(database, now + dt.timedelta(hours=1), 7).new_labels == 0, "labels before the model was made"
+    assert read(database, now + dt.timedelta(hours=1), 7, Trust()).new_labels == 0, "labels before the model was made"
 
 
 def test_a_check_with_40_labels_is_not_needed_and_says_why(
-    database: db.Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    database: db.Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for n in range(40):
         database.set_true_label(database.log_prediction(7, 0.9, [0.1] * 10, PNG, "v", 1.0, True, 0.1), 1)
-    monkeypatch.setattr(loop, "CHECKS", tmp_path / "checks.jsonl")
-    recipe = to_recipe(build_parser().parse_args(["--retrain-if-needed", "--no-track"]), ["--no-track"])
+    flags = ["--retrain-if-needed", "--no-track", "--snapshot-dir", str(tmp_path / "feedback")]
+    recipe = to_recipe(build_parser().parse_args(flags), flags)
     assert loop.check(recipe, database) == 0
-    (entry,) = [json.loads(line) for line in (tmp_path / "checks.jsonl").read_text().splitlines()]
+    (entry,) = [json.loads(line) for line in (tmp_path / "loop" / "checks.jsonl").read_text().splitlines()]
     assert entry["decision"] == "not needed" and entry["facts"]["new_labels"] == 40
-    assert entry["reasons"][0].startswith("40 new labels") and "< MIN_NEW_LABELS 200" in entry["reasons"][0]
+    assert entry["reasons"][0].startswith("40 trusted new labels") and "< MIN_NEW_LABELS 200" in entry["reasons"][0]
     assert "loop check: not needed" in capsys.readouterr().out
     from serve.metrics import loop_state
     from storage.loop_facts import last_check
@@ -88,7 +96,7 @@ def test_no_labeller_floods_a_retraining_set_and_confident_contradictions_are_he
     poisoned = {labelled(7, 0.999, 1, "poisoner") for _ in range(300)}
     eager = [labelled(4, 0.6, 9, "eager") for _ in range(120)]
     crowd = {labelled(3, 0.7, 5, f"visitor-{n % 30}") for n in range(300)}
-    rows = list(database.iter_labelled(per_labeller=50, hold_confidence=0.99))
+    rows = list(database.iter_labelled(trust=Trust(50, 0.99, 5)))
     held = {row["id"] for row in rows if row["held"]}
     kept = {row["id"] for row in rows if not row["held"]}
     assert held == poisoned, "every confident contradiction held, nothing else"

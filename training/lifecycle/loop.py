@@ -8,7 +8,9 @@ LOOP_MAX_ERROR_RATE, or the share of "not a digit" answers in that window has mo
 LOOP_MAX_NOT_DIGIT_SHIFT from the weeks before (drift in what people draw). Then the existing fine-tune makes a
 candidate (`make retrain`), and with AUTO_PROMOTE=1 the gate decides whether it ships (`make promote`); otherwise it
 waits for the operator. Each check is a tracked MLflow run (its facts, its decision and its reasons) and a line in
-`data/loop/checks.jsonl`; a check with nothing to do reads one query and ends.
+`data/loop/checks.jsonl`; a check with nothing to do reads two queries and ends. Only labels a retraining set
+would trust count towards MIN_NEW_LABELS (storage/trust.py): one client's flood, or labels contradicting confident
+answers that too few labellers agree on, do not start a retrain.
 """
 
 from __future__ import annotations
@@ -19,16 +21,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from config.paths import DATA_DIR
 from config.settings import settings
 from inference.network import ModelLoadError, load_checkpoint
 from storage.database import Database
 from storage.loop_facts import WAITING, LoopFacts, read, record_check
 from storage.pool import DatabaseUnavailable
+from storage.trust import Trust
 from training.lifecycle.registry import Run
 from training.recipe import CANDIDATE_PATH, Recipe
-
-CHECKS = DATA_DIR / "loop" / "checks.jsonl"
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,12 @@ class Rules:
 def decide(facts: LoopFacts, rules: Rules) -> tuple[bool, list[str]]:
     """(retrain?, the reasons, each with its figures)."""
     reasons = []
-    enough = facts.new_labels >= rules.min_new_labels
+    enough = facts.new_trusted >= rules.min_new_labels
     reasons.append(
-        f"{facts.new_labels} new labels since the production model was made "
+        f"{facts.new_trusted} trusted new labels since the production model was made "
         + ("≥" if enough else "<")
         + f" MIN_NEW_LABELS {rules.min_new_labels}"
+        + untrusted(facts)
     )
     error, shift = facts.error_rate, facts.not_digit_shift
     wrong = error is not None and error > rules.max_error_rate
@@ -81,6 +82,16 @@ def decide(facts: LoopFacts, rules: Rules) -> tuple[bool, list[str]]:
     return enough and (wrong or drift), reasons
 
 
+def untrusted(facts: LoopFacts) -> str:
+    """Why some new labels do not count (storage/trust.py), or nothing when all do."""
+    if facts.new_trusted == facts.new_labels:
+        return ""
+    return (
+        f" (of {facts.new_labels} new: {facts.new_held} held for the operator's review, contradicting confident "
+        f"answers with too few labellers agreeing; {facts.new_over_cap} beyond one labeller's MAX_LABELS_PER_CLIENT)"
+    )
+
+
 def production_made_at(model: Path) -> dt.datetime:
     """When the production model was trained (its metadata); the epoch when unknown, so every label counts."""
     try:
@@ -90,17 +101,23 @@ def production_made_at(model: Path) -> dt.datetime:
         return dt.datetime.fromtimestamp(0, dt.timezone.utc)
 
 
-def record(entry: dict[str, Any], track: bool, database: Database) -> None:
+def checks_log(recipe: Recipe) -> Path:
+    """data/loop/checks.jsonl, beside the feedback snapshots (a drill's throwaway folder keeps its own)."""
+    return recipe.snapshot_dir.parent / "loop" / "checks.jsonl"
+
+
+def record(entry: dict[str, Any], recipe: Recipe, database: Database) -> None:
     """The check as a line of data/loop/checks.jsonl, a row of loop_checks (the operator's metrics and alerts read
     it), and a tracked MLflow run."""
-    CHECKS.parent.mkdir(parents=True, exist_ok=True)
-    with open(CHECKS, "a", encoding="utf-8") as out:
+    checks = checks_log(recipe)
+    checks.parent.mkdir(parents=True, exist_ok=True)
+    with open(checks, "a", encoding="utf-8") as out:
         out.write(json.dumps(entry) + "\n")
     try:
         record_check(database, entry)
     except DatabaseUnavailable as exc:
         print(f"  (not recorded in the database: {exc})")
-    run = Run("loop-check", tags={"decision": entry["decision"], "kind": "loop-check"}, enabled=track)
+    run = Run("loop-check", tags={"decision": entry["decision"], "kind": "loop-check"}, enabled=recipe.track)
     run.log_params({f"rule_{k}": v for k, v in entry["rules"].items()})
     run.log_metrics({k: v for k, v in entry["facts"].items() if isinstance(v, (int, float))})
     run.set_tags({"reasons": " | ".join(entry["reasons"])[:4900]})
@@ -116,7 +133,7 @@ def check(recipe: Recipe, database: Database | None = None) -> int:
         print(f"loop check: {entry['decision']}")
         for reason in entry["reasons"]:
             print(f"  - {reason}")
-        record(entry, recipe.track, handle)
+        record(entry, recipe, handle)
         return code
     finally:
         if database is None:
@@ -131,7 +148,7 @@ def decide_and_act(recipe: Recipe, database: Database) -> tuple[dict[str, Any], 
         "rules": asdict(rules),
     }
     try:
-        facts = read(database, production_made_at(recipe.base), rules.window_days)
+        facts = read(database, production_made_at(recipe.base), rules.window_days, Trust.from_settings())
     except DatabaseUnavailable as exc:
         entry.update(decision="failed", facts={}, reasons=[f"the database could not be read: {exc}"])
         return entry, 2
@@ -149,7 +166,7 @@ def decide_and_act(recipe: Recipe, database: Database) -> tuple[dict[str, Any], 
 
 
 def promote_or_wait(entry: dict[str, Any], recipe: Recipe) -> tuple[dict[str, Any], int]:
-    version = json.loads(CANDIDATE_PATH.with_suffix(".json").read_text()).get("version")
+    version = json.loads((recipe.out or CANDIDATE_PATH).with_suffix(".json").read_text()).get("version")
     entry["candidate_version"] = version
     if not settings().auto_promote or version is None:
         entry.update(decision=WAITING)
