@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 SOURCES := *.py config access inference storage serve views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback loop retrain retrain-drill \
+.PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback loop loop-drill retrain retrain-drill \
 	mlflow loadtest loadtest-api bench bench-burst bench-inserts bench-history drill-rolling data prune up down logs clean
 
 help: ## List the targets
@@ -42,7 +42,7 @@ lint: install ## black, flake8, actionlint, hadolint, Kubernetes manifests (kust
 	$(PY) -m flake8 $(SOURCES)
 	$(PY) -m tools.lint_css components/*.css
 	$(VENV)/bin/actionlint .github/workflows/*.yml
-	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/hadolint Dockerfile deploy/training.Dockerfile
 	$(PY) -m tools.kubernetes check
 	@if command -v amtool >/dev/null; then amtool check-config monitoring/alertmanager.yml; \
 	else echo "amtool not found (apt-get install prometheus-alertmanager): monitoring/alertmanager.yml not checked"; fi
@@ -80,6 +80,9 @@ rollback: install ## Restore the production model that the last promotion replac
 loop: install ## The loop's scheduled check: retrain (and with AUTO_PROMOTE=1 gate and ship) only when the labels call for it
 	$(PY) train.py --retrain-if-needed
 
+loop-drill: install ## The loop in a throwaway world: 40 labels (not needed), a misread style (promoted, swapped live), poison (refused)
+	$(PY) -m tools.loop_drill
+
 retrain: install ## Fine-tune production on the feedback in the app's database -> models/candidate.pth (+ .json)
 	$(PY) train.py --retrain
 
@@ -94,8 +97,9 @@ loadtest: install ## USERS (24) x PREDICTIONS (5) in Chromium; REPLICAS=N behind
 	$(PY) -m tools.load.loadtest --users $(or $(USERS),24) --predictions $(or $(PREDICTIONS),5) $(if $(URL),--url $(URL)) \
 		$(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(KILL_AFTER),--kill-after $(KILL_AFTER))
 
-loadtest-api: install ## Locust: USERS (8) clients for SECONDS (30) against POST /api/predict, REPLICAS=N behind Caddy
-	$(PY) -m tools.load.loadtest_api --users $(or $(USERS),8) --seconds $(or $(SECONDS),30) $(if $(REPLICAS),--replicas $(REPLICAS))
+loadtest-api: install ## Locust: USERS (8) clients for SECONDS (30) against POST /api/predict, REPLICAS=N behind Caddy, SWAP_AFTER=S
+	$(PY) -m tools.load.loadtest_api --users $(or $(USERS),8) --seconds $(or $(SECONDS),30) $(if $(REPLICAS),--replicas $(REPLICAS)) \
+		$(if $(SWAP_AFTER),--swap-after $(SWAP_AFTER))
 
 bench: install ## Benchmarks: inference latency, database writes/reads, page response (figures for the README)
 	$(PY) -m tools.bench.benchmark

@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from training.options import build_parser, to_recipe
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     recipe = to_recipe(args, argv)
-    if recipe.threads:
-        torch.set_num_threads(recipe.threads)
-    if args.retrain_if_needed:  # first, before the training stack is imported: a check with nothing to do is quick
+    if args.retrain_if_needed:  # first, before torch and the training stack: a check with nothing to do is quick
         from training.lifecycle import loop
 
         return loop.check(recipe)
+    import torch
+
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
     from training import scratch
     from training.lifecycle import promotion
     from training.lifecycle.record import run_evaluation

@@ -112,7 +112,7 @@ class Settings:
         "RETENTION_DAYS", None, "`python db.py` (make prune) deletes older predictions; unset: keep", "app", 0.01
     )
     min_new_labels: int = var(
-        "MIN_NEW_LABELS", 200, "make loop: labels since the production model was made before it retrains", "loop", 1
+        "MIN_NEW_LABELS", 200, "make loop: trusted labels since the production model was made, to retrain", "loop", 1
     )
     loop_max_error_rate: float = var(
         "LOOP_MAX_ERROR_RATE", 0.10, "make loop: ...and the feedback error rate over the window above this", "loop", 0.0

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.database import Database
-from storage.schema import WRONG
+from storage.schema import RIGHT, WRONG
 from storage.trust import COUNT_SQL, Trust
 
 BASELINE_WINDOWS = 4  # the not-a-digit share is compared with the four windows before the recent one
@@ -84,12 +84,12 @@ def record_check(database: Database, entry: dict[str, Any]) -> None:
 
 
 def last_check(database: Database) -> dict[str, Any] | None:
-    """The newest check: checked_at (epoch seconds), decision and candidate_version; None before the first."""
+    """The newest check: checked_at (epoch seconds), decision, candidate_version and reasons; None before the first."""
 
     def run(cur: Any) -> dict[str, Any] | None:
         database._ensure_schema_in(cur)
         cur.execute(
-            "SELECT extract(epoch FROM checked_at)::float8 AS checked_at, decision, candidate_version "
+            "SELECT extract(epoch FROM checked_at)::float8 AS checked_at, decision, candidate_version, reasons "
             "FROM loop_checks ORDER BY id DESC LIMIT 1"
         )
         row = cur.fetchone()
@@ -114,5 +114,59 @@ def read(
         cur.execute(COUNT_SQL, {**trust.params(), "since": since})
         labels = {f"new_{key}": int(value) for key, value in dict(cur.fetchone()).items()}
         return LoopFacts(**labels, **window)
+
+    return database._bounded(lambda: database._run(run), database.read_wait())
+
+
+WEEKLY_SQL = f"""
+SELECT date_trunc('week', created_at) AS week, count(*) AS predictions,
+  count(*) FILTER (WHERE is_digit = false) AS flagged,
+  count(*) FILTER (WHERE true_label IS NOT NULL OR labelled_not_digit) AS labelled,
+  count(*) FILTER (WHERE {RIGHT}) AS answered_right
+FROM predictions WHERE created_at >= %(since)s GROUP BY 1 ORDER BY 1
+"""
+VERSIONS_SQL = f"""
+SELECT model_version, min(created_at) AS first_seen, max(created_at) AS last_seen, count(*) AS predictions,
+  count(*) FILTER (WHERE is_digit = false) AS flagged,
+  count(*) FILTER (WHERE true_label IS NOT NULL OR labelled_not_digit) AS labelled,
+  count(*) FILTER (WHERE {RIGHT}) AS answered_right
+FROM predictions WHERE created_at >= %(since)s GROUP BY 1 ORDER BY 2
+"""
+
+
+def weekly(database: Database, weeks: int = 8) -> list[dict[str, Any]]:
+    """The last `weeks` weeks (UTC, Monday first): predictions, answered "not a digit", labelled, answered right
+    (what feedback accuracy and the not-a-digit share are made of)."""
+    return _recent(database, WEEKLY_SQL, dt.timedelta(weeks=weeks))
+
+
+def versions(database: Database, days: int = 180) -> list[dict[str, Any]]:
+    """Each model version that answered in the last `days` days, oldest first: when it answered first and last, and
+    the same counts as `weekly` (a promotion's effect: the next version's figures against the last one's)."""
+    return _recent(database, VERSIONS_SQL, dt.timedelta(days=days))
+
+
+def promotions(database: Database, limit: int = 20) -> list[dict[str, Any]]:
+    """The loop's checks that shipped or left a candidate, newest first, with their reasons."""
+
+    def run(cur: Any) -> list[dict[str, Any]]:
+        database._ensure_schema_in(cur)
+        cur.execute(
+            "SELECT checked_at, decision, candidate_version, reasons FROM loop_checks "
+            "WHERE candidate_version IS NOT NULL ORDER BY id DESC LIMIT %s",
+            (limit,),
+        )
+        return [dict(row) for row in cur.fetchall()]
+
+    return database._bounded(lambda: database._run(run), database.read_wait())
+
+
+def _recent(database: Database, sql: str, span: dt.timedelta) -> list[dict[str, Any]]:
+    since = dt.datetime.now(dt.timezone.utc) - span
+
+    def run(cur: Any) -> list[dict[str, Any]]:
+        database._ensure_schema_in(cur)
+        cur.execute(sql, {"since": since})
+        return [dict(row) for row in cur.fetchall()]
 
     return database._bounded(lambda: database._run(run), database.read_wait())

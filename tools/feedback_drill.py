@@ -34,22 +34,26 @@ ROOT = Path(__file__).resolve().parent.parent
 FEED_SEED, NEW_SEED = 11, 97  # the examples fed back, and the new ones the result is judged on
 
 
+def log_labelled(
+    database: db.Database, checkpoint: utils.Checkpoint, drawing: np.ndarray, label: int, by: str | None = None
+) -> bool:
+    """Classify `drawing` as the app does, log the prediction and its true `label` (given by `by`) through the real
+    db.py, as a user giving feedback would; True when the model read it right."""
+    prediction = utils.classify(checkpoint.model, drawing)
+    knows = utils.knows_not_digit(checkpoint.model)
+    row = database.log_prediction(
+        prediction.digit, prediction.confidence, prediction.probabilities, prediction.png, checkpoint.version,
+        None, prediction.is_digit if knows else None, prediction.not_digit_score if knows else None,
+    )  # fmt: skip
+    database.set_true_label(row, label, by)
+    return bool(prediction.is_digit and prediction.digit == label)
+
+
 def feed(database: db.Database, checkpoint: utils.Checkpoint, style: str, count: int, seed: int) -> int:
-    """Log `count` drawings of `style` with their true label, as a user giving feedback would; returns how many the
-    production model got right."""
+    """Log `count` drawings of `style` with their true label; returns how many the production model got right."""
     rng = np.random.default_rng(seed)
     digit = drawn.STYLES[style][0]
-    right = 0
-    for _ in range(count):
-        prediction = utils.classify(checkpoint.model, drawn.draw_style(style, rng))
-        knows = utils.knows_not_digit(checkpoint.model)
-        row = database.log_prediction(
-            prediction.digit, prediction.confidence, prediction.probabilities, prediction.png, checkpoint.version,
-            None, prediction.is_digit if knows else None, prediction.not_digit_score if knows else None,
-        )  # fmt: skip
-        database.set_true_label(row, digit)
-        right += prediction.is_digit and prediction.digit == digit
-    return right
+    return sum(log_labelled(database, checkpoint, drawn.draw_style(style, rng), digit) for _ in range(count))
 
 
 def main(argv: list[str] | None = None) -> int:

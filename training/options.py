@@ -14,9 +14,8 @@ import sys
 import dataclasses
 from pathlib import Path
 
-import torch
-
 from config.paths import PROJECT_DIR
+from config.settings import settings
 from training.recipe import CANDIDATE_PATH, DRY_RUN_BATCHES, DRY_RUN_OUT, EMA_DECAY, LABEL_SMOOTHING, RUNS_DIR, Recipe
 
 DEFAULTS = Recipe()
@@ -116,7 +115,9 @@ def add_retrain(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the loop's scheduled check (make loop): retrain, gate and maybe promote only when the labels call for it",
     )
-    group.add_argument("--base", type=Path, default=DEFAULTS.base, help="the model --retrain starts from")
+    group.add_argument(
+        "--base", type=Path, default=settings().model_path, help="the model --retrain starts from (env MODEL_PATH)"
+    )
     group.add_argument("--finetune-epochs", type=int, default=DEFAULTS.finetune_epochs, help="epochs when fine-tuning")
     group.add_argument("--finetune-lr", type=float, default=DEFAULTS.finetune_lr, help="peak lr when fine-tuning")
     group.add_argument(
@@ -156,7 +157,9 @@ def add_run(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--device", default=DEFAULTS.device, help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, mps"
     )
-    group.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads for torch")
+    group.add_argument(
+        "--threads", type=int, default=DEFAULTS.threads, help="CPU threads for torch (0: torch's default)"
+    )
     group.add_argument("--dry-run", action="store_true", help=f"{DRY_RUN_BATCHES} batches per epoch, 1 epoch")
     group.add_argument("--run-name", help="MLflow run name (default: train, dry-run or retrain)")
     group.add_argument("--hypothesis", default="", help="one line: what this run is expected to show (run tag)")

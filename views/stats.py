@@ -1,9 +1,10 @@
 """The Stats page: what the predictions log adds up to (counts, accuracy on feedback, the confusion matrix, volume
-and server time per day), and the model card of the model answering.
+and server time per day), the loop (views/loop.py), and the model card of the model answering.
 
     make run      # then open /stats
 
-Aggregates only, never an image: the figures come from the rollup the triggers keep (storage/schema.py).
+Aggregates only, never an image (but the operator's review list): the figures come from the rollup the triggers
+keep (storage/schema.py).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import streamlit as st
 from inference.labels import CLASSES
 from inference.network import Checkpoint, count_parameters, knows_not_digit
 from storage.pool import DatabaseUnavailable
-from storage.reads import Reads
+from storage.database import Database
+from views import loop
 
 
 @st.fragment
-def stats_section(checkpoint: Checkpoint, database: Reads) -> None:
+def stats_section(checkpoint: Checkpoint, database: Database) -> None:
     try:
         stats = database.get_stats()
     except DatabaseUnavailable:
@@ -33,6 +35,7 @@ def stats_section(checkpoint: Checkpoint, database: Reads) -> None:
             feedback_charts(stats)
         if stats["daily"]:
             daily_charts(stats["daily"])
+        loop.loop_section(checkpoint, database)
     model_card(checkpoint)
 
 

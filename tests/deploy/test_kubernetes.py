@@ -143,6 +143,37 @@ def test_migrations_run_once_as_a_job_and_the_pods_wait_for_it(built: dict[str, 
         assert {item["name"]: item.get("value") for item in app["env"]}["DB_MIGRATE_IN_APP"] == "0"
 
 
+def claims(pod: dict[str, Any]) -> dict[str, str | None]:
+    """A pod spec's volumes: name -> the claim it mounts (None for other kinds)."""
+    return {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+
+
+def test_the_loop_runs_nightly_and_promotes_into_the_volume_the_app_serves_from(built: dict[str, Any]) -> None:
+    """make loop as a CronJob (the training image), one at a time; the model it promotes is the file the app's pods
+    read (read-only) from the same claim, so they swap without a restart; the same database as the app."""
+    for objects in built.values():
+        cron = objects[("CronJob", "mnist-loop")]["spec"]
+        assert cron["concurrencyPolicy"] == "Forbid" and cron["timeZone"] == "Etc/UTC"
+        pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+        (loop,) = pod["containers"]
+        assert loop["command"][:3] == ["python", "train.py", "--retrain-if-needed"]
+        assert "@sha256:" in loop["image"] and "mnist-loop" in loop["image"]
+        loop_env = {item["name"]: item for item in loop["env"]}
+        statefulset, app = app_container(objects)
+        app_env = {item["name"]: item for item in app["env"]}
+        assert loop_env["MODEL_PATH"] == app_env["MODEL_PATH"], "the loop promotes the file the app serves"
+        assert loop_env["DATABASE_URL"] == app_env["DATABASE_URL"], "the labels it reads are the app's"
+        assert loop_env["MLFLOW_TRACKING_URI"]["value"].startswith("sqlite:////models/"), "the registry persists"
+        assert claims(pod)["models"] == claims(statefulset["spec"]["template"]["spec"])["models"] == "mnist-models"
+        app_mount = {m["name"]: m for m in app["volumeMounts"]}["models"]
+        assert app_mount["readOnly"] is True and app_env["MODEL_PATH"]["value"].startswith(app_mount["mountPath"])
+        assert loop["securityContext"]["readOnlyRootFilesystem"] and pod["securityContext"]["runAsNonRoot"]
+        (seed,) = statefulset["spec"]["template"]["spec"]["initContainers"]
+        assert "/app/models/model.pth" in seed["command"][-1], "a new volume starts with the image's model"
+    dockerfile = (ROOT / "deploy" / "training.Dockerfile").read_text()
+    assert "requirements-dev.txt" in dockerfile and "COPY training/" in dockerfile
+
+
 def test_cloudnativepg_backs_up_to_object_storage_and_monitoring_reuses_the_compose_files(
     built: dict[str, Any],
 ) -> None:

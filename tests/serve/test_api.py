@@ -284,12 +284,15 @@ def test_promtool_lints_the_real_metrics(api_url: str) -> None:
 
 
 def test_the_api_load_test_runs_end_to_end_and_counts_every_row(tmp_path: Path) -> None:
-    """make loadtest-api in small: Locust for a few seconds against a fresh server; every answer is a row."""
+    """make loadtest-api in small: Locust for a few seconds against a fresh server, its model file replaced halfway
+    (as make promote does); every answer is one row, and the rows show both versions."""
     result = subprocess.run(
-        [sys.executable, "-m", "tools.load.loadtest_api", "--users", "2", "--seconds", "3"],
+        [sys.executable, "-m", "tools.load.loadtest_api", "--users", "2", "--seconds", "5", "--swap-after", "2"],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     figures = json.loads((browser.ARTIFACTS / "loadtest-api.json").read_text())
     assert figures["api"]["requests"] > 0 and figures["api"]["errors"] == 0 and figures["rows_equal_requests"]
     assert figures["in_process_per_second"] > 0 and figures["ratio"] > 0
+    assert figures["distinct_request_ids"] == figures["rows"], "none answered twice"
+    assert figures["swapped"] and len(figures["rows_per_model_version"]) == 2, "the new model answered, no restart"

@@ -4,7 +4,6 @@ started with, and every row logs the version that answered it."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -14,21 +13,12 @@ import numpy as np
 import psycopg2
 import torch
 
-from config.paths import DEFAULT_MODEL_PATH
 from serve import resources
 from tests.serve.test_api import encoded, post
+from tools.load.loadtest_api import write_model
 from tools import browser
 from tools.processes import wait_for
 from training.synthetic import drawn
-
-
-def write_model(target: Path, note: str) -> None:
-    """The shipped weights with `note` in their metadata: another file, so another version; replaced atomically."""
-    state = torch.load(DEFAULT_MODEL_PATH, map_location="cpu", weights_only=True)
-    state["meta"] = {**state["meta"], "note": note}
-    partial = target.with_name(target.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, target)
 
 
 def stored_versions(dsn: str, answers: list[tuple[int, Any]]) -> dict[str, str]:

@@ -15,6 +15,7 @@ import db
 import utils
 from storage.loop_facts import LoopFacts, read
 from storage.trust import Trust
+from tools import loop_drill
 from training.lifecycle import loop
 from training.options import build_parser, to_recipe
 
@@ -103,3 +104,17 @@ def test_no_labeller_floods_a_retraining_set_and_confident_contradictions_are_he
     assert kept & set(eager) == set(eager[-50:]), "one labeller's newest 50, no more"
     assert crowd <= kept, "30 labellers x 10: all kept"
     assert {row["labeller"] for row in rows if row["id"] in crowd} == {f"visitor-{n}" for n in range(30)}
+
+
+@pytest.mark.slow
+def test_the_loop_drill_in_small(mnist_test_split: object, admin_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """make loop-drill with a dry-run retrain (tools/loop_drill.py), a real app watching the model file: 40 labels are
+    not enough; one visitor's 300 poisoned labels start nothing and say why; 30 visitors' crossed twos start a
+    retrain whose (dry-run) candidate the gate refuses, and production stays."""
+    assert loop_drill.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    first, poisoned, style = out.split("\n1. ")[1], out.split("\n3. ")[1], out.split("\n2. ")[1]
+    assert "not needed" in first and "40 trusted new labels" in first
+    assert "not needed" in poisoned.split("\n2. ")[0] and "held for the operator's review" in poisoned
+    assert "production unchanged: True" in poisoned.split("\n2. ")[0]
+    assert "candidate refused by the gate" in style and "production unchanged: True" in style

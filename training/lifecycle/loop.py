@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import settings
-from inference.network import ModelLoadError, load_checkpoint
 from storage.database import Database
 from storage.loop_facts import WAITING, LoopFacts, read, record_check
 from storage.pool import DatabaseUnavailable
@@ -92,13 +91,31 @@ def untrusted(facts: LoopFacts) -> str:
     )
 
 
-def production_made_at(model: Path) -> dt.datetime:
-    """When the production model was trained (its metadata); the epoch when unknown, so every label counts."""
+def production_made_at(model: Path, remembered: Path) -> dt.datetime:
+    """When the production model was trained (its metadata); the epoch when unknown, so every label counts. Kept in
+    `remembered` with the file's identity (inode, mtime, size): a check with nothing to do need not import torch to
+    read the checkpoint again, and a promoted file is a new identity."""
+    epoch = dt.datetime.fromtimestamp(0, dt.timezone.utc)
     try:
-        made = load_checkpoint(model).meta.get("trained_at")
-        return dt.datetime.fromisoformat(made) if made else dt.datetime.fromtimestamp(0, dt.timezone.utc)
-    except (ModelLoadError, ValueError):
-        return dt.datetime.fromtimestamp(0, dt.timezone.utc)
+        stat = model.stat()
+    except OSError:
+        return epoch
+    identity = [stat.st_ino, stat.st_mtime_ns, stat.st_size]
+    try:
+        known = json.loads(remembered.read_text())
+        if known["file"] == identity:
+            return dt.datetime.fromisoformat(known["trained_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from inference.network import ModelLoadError, load_checkpoint  # torch: only when the file is new to the loop
+
+    try:
+        made = dt.datetime.fromisoformat(str(load_checkpoint(model).meta["trained_at"]))
+    except (ModelLoadError, KeyError, ValueError):
+        return epoch
+    remembered.parent.mkdir(parents=True, exist_ok=True)
+    remembered.write_text(json.dumps({"file": identity, "trained_at": made.isoformat(), "model": str(model)}))
+    return made
 
 
 def checks_log(recipe: Recipe) -> Path:
@@ -148,7 +165,8 @@ def decide_and_act(recipe: Recipe, database: Database) -> tuple[dict[str, Any], 
         "rules": asdict(rules),
     }
     try:
-        facts = read(database, production_made_at(recipe.base), rules.window_days, Trust.from_settings())
+        made_at = production_made_at(recipe.base, checks_log(recipe).with_name("production.json"))
+        facts = read(database, made_at, rules.window_days, Trust.from_settings())
     except DatabaseUnavailable as exc:
         entry.update(decision="failed", facts={}, reasons=[f"the database could not be read: {exc}"])
         return entry, 2
