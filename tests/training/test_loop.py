@@ -4,6 +4,7 @@ prediction log, and a check with nothing to do, which says why and records itsel
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import datetime as dt
 import json
 from pathlib import Path
@@ -118,3 +119,21 @@ def test_the_loop_drill_in_small(mnist_test_split: object, admin_dsn: str, capsy
     assert "not needed" in poisoned.split("\n2. ")[0] and "held for the operator's review" in poisoned
     assert "production unchanged: True" in poisoned.split("\n2. ")[0]
     assert "candidate refused by the gate" in style and "production unchanged: True" in style
+
+
+def test_when_production_was_made_is_read_without_torch_when_it_can_be(tmp_path: Path) -> None:
+    """From the promotion's record when it describes the file (a fake model file here: torch could not read it),
+    then remembered by the file's identity; a new file is read again; an unreadable one counts every label."""
+    model, remembered = tmp_path / "model.pth", tmp_path / "loop" / "production.json"
+    model.write_bytes(b"not a checkpoint")
+    record = {
+        "sha256": hashlib.sha256(b"not a checkpoint").hexdigest(),
+        "trained_at": "2026-12-04T03:20:35+00:00",
+    }
+    (tmp_path / "production.json").write_text(json.dumps(record))
+    made = dt.datetime(2026, 12, 4, 3, 20, 35, tzinfo=dt.timezone.utc)
+    assert loop.production_made_at(model, remembered) == made
+    (tmp_path / "production.json").unlink()
+    assert loop.production_made_at(model, remembered) == made, "remembered by the file's identity"
+    model.write_bytes(b"another file")
+    assert loop.production_made_at(model, remembered) == loop.EPOCH, "a new file the record does not describe"

@@ -16,6 +16,7 @@ answers that too few labellers agree on, do not start a retrain.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from storage.pool import DatabaseUnavailable
 from storage.trust import Trust
 from training.lifecycle.registry import Run
 from training.recipe import CANDIDATE_PATH, Recipe
+
+EPOCH = dt.datetime.fromtimestamp(0, dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -92,14 +95,14 @@ def untrusted(facts: LoopFacts) -> str:
 
 
 def production_made_at(model: Path, remembered: Path) -> dt.datetime:
-    """When the production model was trained (its metadata); the epoch when unknown, so every label counts. Kept in
-    `remembered` with the file's identity (inode, mtime, size): a check with nothing to do need not import torch to
-    read the checkpoint again, and a promoted file is a new identity."""
-    epoch = dt.datetime.fromtimestamp(0, dt.timezone.utc)
+    """When the production model was trained; the epoch when unknown, so every label counts. Read, cheapest first,
+    from `remembered` (kept with the file's identity: inode, mtime, size), from the promotion's record beside the
+    model (production.json, when its sha256 is the file's), or from the checkpoint itself: a check with nothing to do
+    need not import torch, and a promoted file is a new identity."""
     try:
         stat = model.stat()
     except OSError:
-        return epoch
+        return EPOCH
     identity = [stat.st_ino, stat.st_mtime_ns, stat.st_size]
     try:
         known = json.loads(remembered.read_text())
@@ -107,15 +110,32 @@ def production_made_at(model: Path, remembered: Path) -> dt.datetime:
             return dt.datetime.fromisoformat(known["trained_at"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    from inference.network import ModelLoadError, load_checkpoint  # torch: only when the file is new to the loop
-
-    try:
-        made = dt.datetime.fromisoformat(str(load_checkpoint(model).meta["trained_at"]))
-    except (ModelLoadError, KeyError, ValueError):
-        return epoch
+    made = recorded_made_at(model) or checkpoint_made_at(model)
+    if made is None:
+        return EPOCH
     remembered.parent.mkdir(parents=True, exist_ok=True)
     remembered.write_text(json.dumps({"file": identity, "trained_at": made.isoformat(), "model": str(model)}))
     return made
+
+
+def recorded_made_at(model: Path) -> dt.datetime | None:
+    """trained_at from the promotion's record (training.lifecycle.promotion writes it), if it describes this file."""
+    try:
+        record = json.loads(model.with_name("production.json").read_text())
+        if record.get("trained_at") and record.get("sha256") == hashlib.sha256(model.read_bytes()).hexdigest():
+            return dt.datetime.fromisoformat(record["trained_at"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
+def checkpoint_made_at(model: Path) -> dt.datetime | None:
+    from inference.network import ModelLoadError, load_checkpoint  # torch: only when nothing else says
+
+    try:
+        return dt.datetime.fromisoformat(str(load_checkpoint(model).meta["trained_at"]))
+    except (ModelLoadError, KeyError, ValueError):
+        return None
 
 
 def checks_log(recipe: Recipe) -> Path:

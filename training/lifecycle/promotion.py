@@ -115,6 +115,7 @@ def describe(checkpoint: Checkpoint) -> dict[str, Any]:
         "file_version": checkpoint.version,
         "model_version": checkpoint.meta.get("model_version"),
         "run_id": checkpoint.meta.get("run_id"),
+        "trained_at": checkpoint.meta.get("trained_at"),  # what make loop counts new labels from (no torch needed)
     }
 
 
