@@ -13,7 +13,7 @@ SOURCES := *.py config access inference storage serve views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback loop loop-drill retrain retrain-drill \
-	mlflow loadtest loadtest-api bench bench-burst bench-inserts bench-history drill-rolling data prune up down logs clean
+	mlflow loadtest loadtest-api bench bench-burst bench-inserts bench-history bench-numbers drill-rolling data prune up down logs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -116,6 +116,9 @@ drill-rolling: install ## 3 replicas behind Caddy, browser users + API clients, 
 
 bench-history: install ## History/Stats/insert on ROWS (1,000,000) predictions in a throwaway database, with plans
 	$(PY) -m tools.bench.bench_history --rows $(or $(ROWS),1000000) --plans
+
+bench-numbers: install ## Numbers of 2-8 MNIST test digits read whole and per digit, by spacing; touching; doodles; timing
+	$(PY) -m tools.bench.bench_numbers --per-cell $(or $(PER_CELL),100)
 
 data: install ## Place the MNIST files from MNIST_DIR into data/MNIST/raw/ (offline machines)
 	@test -n "$(MNIST_DIR)" || { echo "Set MNIST_DIR to a folder with the four MNIST IDX files (.gz or not)"; exit 1; }

@@ -111,14 +111,8 @@ def _downscale(ink: np.ndarray, max_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(ink, mode="F").resize(size, Image.Resampling.BOX))
 
 
-def preprocess_image(image_data: np.ndarray | Image.Image) -> np.ndarray:
-    """Turn a drawing or photo into a float32 (28, 28) image in [0, 1], white digit on black, MNIST-normalised.
-
-    Accepts the canvas's RGBA array (opaque black background and white strokes, or transparent background with the
-    strokes in alpha), and RGB/greyscale photos of dark ink on light paper, any size. The ink is cropped, fitted into
-    a 20x20 box keeping its aspect ratio (anti-aliased) and placed so its centre of mass is at the field's centre.
-    Raises `EmptyDrawingError` when there is no digit to read, `ValueError` for input that is not an image.
-    """
+def _ink_and_mask(image_data: np.ndarray | Image.Image) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(ink map, where the ink is, the background's level, the ink's span above it); EmptyDrawingError without ink."""
     arr, top = _pixels(image_data)
     ink = _downscale(_ink_map(arr, top), WORK_SIDE)
     border = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
@@ -127,7 +121,25 @@ def preprocess_image(image_data: np.ndarray | Image.Image) -> np.ndarray:
     if span < MIN_CONTRAST:
         raise EmptyDrawingError("Draw a digit first: the image has no visible ink.")
     # Ink is what stands above the background by more than the noise floor (paper texture, JPEG noise).
-    mask = ink > background + NOISE_FLOOR * span
+    return ink, ink > background + NOISE_FLOOR * span, background, span
+
+
+def ink_mask(image_data: np.ndarray | Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) ink in [0, 1] with the background at 0 (downscaled past WORK_SIDE), and the mask of what is ink: what
+    inference.number splits into digits."""
+    ink, mask, background, span = _ink_and_mask(image_data)
+    return np.clip((ink - background) / span, 0.0, 1.0).astype(np.float32), mask
+
+
+def preprocess_image(image_data: np.ndarray | Image.Image) -> np.ndarray:
+    """Turn a drawing or photo into a float32 (28, 28) image in [0, 1], white digit on black, MNIST-normalised.
+
+    Accepts the canvas's RGBA array (opaque black background and white strokes, or transparent background with the
+    strokes in alpha), and RGB/greyscale photos of dark ink on light paper, any size. The ink is cropped, fitted into
+    a 20x20 box keeping its aspect ratio (anti-aliased) and placed so its centre of mass is at the field's centre.
+    Raises `EmptyDrawingError` when there is no digit to read, `ValueError` for input that is not an image.
+    """
+    ink, mask, background, span = _ink_and_mask(image_data)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:

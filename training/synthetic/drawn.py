@@ -38,19 +38,24 @@ def upscale_digit(digit: np.ndarray, height: int) -> np.ndarray:
     return np.asarray(big, dtype=np.float32) / 255.0
 
 
-def canvas_drawing(digit: np.ndarray, rng: np.random.Generator, transparent: bool = False) -> np.ndarray:
-    """(280, 280, 4) uint8 RGBA: white solid strokes on black (or on transparent, strokes in alpha)."""
-    height = int(rng.integers(70, 250))
+def pen_ink(digit: np.ndarray, height: int, rng: np.random.Generator, max_width: int | None = None) -> np.ndarray:
+    """(h, w) uint8 solid strokes of a (28, 28) digit `height` tall (narrowed to `max_width`), with the pen thinner,
+    as drawn or thicker: how the canvas's pen re-draws an MNIST digit."""
     big = upscale_digit(digit, height)
-    if big.shape[1] > CANVAS_SIZE - 4:  # very wide digits: shrink to fit
-        big = upscale_digit(digit, int(height * (CANVAS_SIZE - 4) / big.shape[1]))
+    if max_width and big.shape[1] > max_width:  # very wide digits: shrink to fit
+        big = upscale_digit(digit, int(height * max_width / big.shape[1]))
     strokes = Image.fromarray(((big > 0.45) * 255).astype(np.uint8))  # solid pen, no grey
     pen = int(rng.choice([-1, 0, 0, 1, 2]))  # thinner, as drawn, thicker
     if pen > 0:
         strokes = strokes.filter(ImageFilter.MaxFilter(2 * pen * max(1, height // 100) + 1))
     elif pen < 0 and height > 120:
         strokes = strokes.filter(ImageFilter.MinFilter(3))
-    ink = np.asarray(strokes, dtype=np.uint8)
+    return np.asarray(strokes, dtype=np.uint8)
+
+
+def canvas_drawing(digit: np.ndarray, rng: np.random.Generator, transparent: bool = False) -> np.ndarray:
+    """(280, 280, 4) uint8 RGBA: white solid strokes on black (or on transparent, strokes in alpha)."""
+    ink = pen_ink(digit, int(rng.integers(70, 250)), rng, max_width=CANVAS_SIZE - 4)
     h, w = ink.shape
     top = int(rng.integers(0, CANVAS_SIZE - h + 1))
     left = int(rng.integers(0, CANVAS_SIZE - w + 1))
