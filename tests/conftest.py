@@ -164,6 +164,7 @@ def page(
 
     def make() -> AppTest:
         st.cache_resource.clear()
+        st.cache_data.clear()  # the loop view's figures (views/loop.py) are cached for minutes
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
         return at.run()
 

@@ -4,8 +4,8 @@ held for review, each with Accept and Reject.
 
     make run      # then open /stats (the review list after signing in on History)
 
-Feedback figures and drift for everyone (aggregates, as the rest of Stats); the held labels' drawings only for the
-operator, since they are other visitors' drawings.
+Feedback figures and drift for everyone (aggregates, as the rest of Stats, read at most every five minutes); the held
+labels' drawings only for the operator, since they are other visitors' drawings, read afresh.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ from storage.pool import DatabaseUnavailable
 from storage.trust import Trust
 from views import session
 
+FIGURES_SECONDS = 300  # the loop changes nightly; Stats may show figures five minutes old
+
 
 def loop_section(checkpoint: Checkpoint, database: Database) -> None:
     st.markdown("### The loop")
     try:
-        facts = loop_facts.read(database, made_at(checkpoint), settings().loop_window_days, Trust.from_settings())
-        weeks, versions = loop_facts.weekly(database), loop_facts.versions(database)
-        last, promotions = loop_facts.last_check(database), loop_facts.promotions(database)
+        facts, weeks, versions, last, promotions = loop_figures(
+            database, database.dsn, made_at(checkpoint), settings().loop_window_days, Trust.from_settings()
+        )
     except DatabaseUnavailable:
         st.warning("The loop's figures are unavailable while the database is unreachable.")
         return
@@ -45,6 +47,21 @@ def loop_section(checkpoint: Checkpoint, database: Database) -> None:
         versions_table(versions, promotions)
     if session.is_operator():
         review_list(database)
+
+
+@st.cache_data(ttl=FIGURES_SECONDS, show_spinner=False)
+def loop_figures(
+    _database: Database, dsn: str, since: dt.datetime, window_days: float, trust: Trust
+) -> tuple[loop_facts.LoopFacts, list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None, list[Any]]:
+    """The loop's figures, read at most once per FIGURES_SECONDS for every visitor: on a year of traffic (a million
+    rows) they cost about a second of the database's time (make bench-history), the rest of Stats milliseconds."""
+    return (
+        loop_facts.read(_database, since, window_days, trust),
+        loop_facts.weekly(_database),
+        loop_facts.versions(_database),
+        loop_facts.last_check(_database),
+        loop_facts.promotions(_database),
+    )
 
 
 def made_at(checkpoint: Checkpoint) -> dt.datetime:

@@ -27,6 +27,8 @@ import numpy as np
 
 
 import db
+from storage import loop_facts
+from storage.trust import Trust
 from storage.reads import history_filter
 from storage.schema import HISTORY_COLUMNS
 from tools import pg
@@ -188,6 +190,16 @@ def plans(database: db.Database) -> dict[str, str]:
     return out
 
 
+def loop_view_reads(database: db.Database) -> None:
+    """What views/loop.py reads (once per five minutes, cached), the labels judged as a retraining set would."""
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
+    loop_facts.read(database, since, 7, Trust.from_settings())
+    loop_facts.weekly(database)
+    loop_facts.versions(database)
+    loop_facts.last_check(database)
+    loop_facts.promotions(database)
+
+
 def run(rows: int, repeats: int, page: int, show_plans: bool) -> dict[str, Any]:
     admin = os.environ.get("TEST_DATABASE_URL") or pg.admin_dsn(Path("/tmp"))
     dsn = pg.create_database(admin, "mnist_bench_history")
@@ -206,6 +218,8 @@ def run(rows: int, repeats: int, page: int, show_plans: bool) -> dict[str, Any]:
             )
         results["stats"] = p50_ms(database.get_stats, repeats)
         print(f"Stats                          p50 {results['stats']['p50_ms']:7.2f} ms")
+        results["loop_view"] = p50_ms(lambda: loop_view_reads(database), max(1, repeats // 4))
+        print(f"Stats' loop view (uncached)    p50 {results['loop_view']['p50_ms']:7.2f} ms")
         png = utils.to_png(np.zeros((28, 28), dtype=np.float32))
         results["insert"] = p50_ms(
             lambda: database.log_prediction(3, 0.9, [0.1] * 10, png, "bench", 1.2, True, 0.01), repeats * 4
