@@ -118,7 +118,7 @@ bench-history: install ## History/Stats/insert on ROWS (1,000,000) predictions i
 	$(PY) -m tools.bench.bench_history --rows $(or $(ROWS),1000000) --plans
 
 bench-numbers: install ## Numbers of 2-8 MNIST test digits read whole and per digit, by spacing; touching; doodles; timing
-	$(PY) -m tools.bench.bench_numbers --per-cell $(or $(PER_CELL),100)
+	$(PY) -m tools.bench.bench_numbers --per-cell $(or $(PER_CELL),100) --card
 
 data: install ## Place the MNIST files from MNIST_DIR into data/MNIST/raw/ (offline machines)
 	@test -n "$(MNIST_DIR)" || { echo "Set MNIST_DIR to a folder with the four MNIST IDX files (.gz or not)"; exit 1; }

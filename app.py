@@ -26,7 +26,7 @@ import db
 import utils
 from access import limits
 from serve import metrics, record, resources
-from views import history, session, stats
+from views import answer, history, number, session, stats
 
 DRAW_COLUMNS = (0.42, 0.58)  # of the centred page's 736 px: the 280 px canvas, and the answer beside it
 SOURCES = {"draw_result": "page", "upload_result": "upload"}  # a result's slot -> the row's source (db.SOURCES)
@@ -89,30 +89,32 @@ def database_ready(database: db.Database) -> bool:
 
 def classify_once(
     checkpoint: utils.Checkpoint, slot: str, source: bytes | None, load: Callable[[], Any]
-) -> tuple[utils.Prediction, float]:
-    """Classify the image whose encoded bytes are `source` (decoded by `load()` only when needed), reusing the last
-    answer for the same bytes; returns it with the milliseconds it took (logged with the row). The canvas sends its
-    image when a stroke ends, so the Draw page classifies it then (2-3 ms) and Predict only shows and logs it.
-    Raises like `utils.classify`."""
+) -> tuple[utils.NumberReading, float, bytes | None]:
+    """Read the image whose encoded bytes are `source` (decoded by `load()` only when needed) as a digit or a number,
+    reusing the last answer for the same bytes; returns it with the milliseconds it took (logged with the row) and,
+    for a number, the drawing with its boxes. The canvas sends its image when a stroke ends, so the Draw page reads
+    it then (2-3 ms) and Predict only shows and logs it. Raises like `utils.classify`."""
     if not source:  # the canvas has sent nothing yet: nothing was drawn
         raise utils.EmptyDrawingError("Draw a digit first: the canvas is empty.")
     digest = hashlib.blake2b(source + checkpoint.version.encode(), digest_size=16).digest()  # a new model: anew
     cache_key = f"{slot}-classified"
     cached = st.session_state.get(cache_key)
     if cached is not None and cached[0] == digest:
-        return cached[1], cached[2]
+        return cached[1:]
     started = time.perf_counter()
     with utils.admitted(source):  # decoding and answering: bounded with every other image request in the process
-        prediction = utils.classify(checkpoint.model, load())
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    st.session_state[cache_key] = (digest, prediction, elapsed_ms)
-    return prediction, elapsed_ms
+        image = load()
+        reading = utils.read_number(checkpoint.model, image)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        picture = None if reading.is_single else number.annotated_drawing(image, reading)
+    st.session_state[cache_key] = (digest, reading, elapsed_ms, picture)
+    return reading, elapsed_ms, picture
 
 
 def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | None, load: Callable[[], Any]) -> None:
     """Predict pressed: keep the new result in the session under `slot` (it is logged when first shown)."""
     try:
-        prediction, inference_ms = classify_once(checkpoint, slot, source, load)
+        reading, inference_ms, picture = classify_once(checkpoint, slot, source, load)
     except utils.EmptyDrawingError as exc:
         st.session_state.pop(slot, None)
         metrics.refused(SOURCES[slot])
@@ -123,7 +125,7 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
         metrics.refused(SOURCES[slot])
         st.error(f"That image cannot be read: {exc}")
         return
-    png = prediction.png
+    png = reading.png  # a digit's 28x28 input, or a number's side by side
     previous = st.session_state.get(slot)
     if previous and previous["png"] == png:  # Predict pressed again on the same drawing: same row, no duplicate
         return
@@ -137,7 +139,9 @@ def start_prediction(checkpoint: utils.Checkpoint, slot: str, source: bytes | No
         return
     st.session_state[slot] = {
         "id": None,
-        "prediction": prediction,
+        "prediction": reading.parts[0],
+        "reading": reading,
+        "picture": picture,
         "checkpoint": checkpoint,  # the model that answered: its version is logged, even if another is swapped in
         "png": png,
         "label": None,
@@ -156,10 +160,10 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     # the next moment (a replica killed behind the proxy). The wait is ~1 ms, at most DB_WRITE_TIMEOUT when hung.
     if result["id"] is None:  # waits at most DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool
         try:
-            result["id"] = record.log_prediction(
+            result["id"] = record.log_reading(
                 database,
                 result.get("checkpoint", checkpoint),  # a session's result from before the swap-aware page
-                prediction,
+                result.get("reading") or utils.NumberReading([prediction], [(0, 0, 0, 0)]),  # one digit's, kept as is
                 result.get("inference_ms"),
                 SOURCES[slot],
                 session.visitor_id(),
@@ -169,6 +173,9 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
             return
     elif result["id"] < 0:
         result["id"] = database.resolve(result["id"])  # replayed since it was spooled: its row's real id
+    if result.get("reading") and not result["reading"].is_single:  # several digits: the number's answer and feedback
+        number.number_answer(result, database, slot, lambda: metrics.labelled(SOURCES[slot]))
+        return
     if prediction.is_digit:
         st.metric("Prediction", prediction.digit)
     else:  # letters, shapes, scribbles: say so rather than give a confident wrong digit
@@ -185,7 +192,7 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
             icon=":material/cloud_off:",
         )
     result_panel(
-        data=panel_data(result),
+        data=answer.panel_data(result),
         key=f"{slot}-panel",
         on_label_change=functools.partial(save_label, database, slot),
     )
@@ -193,19 +200,8 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
         st.error(result.pop("label_error"))
     elif result["label"] is not None:
         where = f"prediction #{result['id']}" if not waiting else "this prediction (saved locally)"
-        given, verdict = feedback_verdict(prediction, result["label"])
+        given, verdict = answer.feedback_verdict(prediction, result["label"])
         st.success(f"Thanks! Saved {given} for {where}: {verdict}. You can still change it.")
-
-
-def feedback_verdict(prediction: utils.Prediction, label: int | str) -> tuple[str, str]:
-    """The user's answer as said back ("true label **7**", "**not a digit**"), and what it makes of the app's answer
-    ("correct", "wrong (predicted 4)", "wrong (predicted not a digit)")."""
-    shown = str(prediction.digit) if prediction.is_digit else db.NOT_A_DIGIT
-    if label == db.NOT_A_DIGIT:
-        given, right = f"**{db.NOT_A_DIGIT}**", not prediction.is_digit
-    else:
-        given, right = f"true label **{label}**", prediction.is_digit and label == prediction.digit
-    return given, "correct" if right else f"wrong (predicted {shown})"
 
 
 def save_label(database: db.Database, slot: str) -> None:
@@ -223,21 +219,6 @@ def save_label(database: db.Database, slot: str) -> None:
         result["label_error"] = f"Could not save the label: {exc}"
     except db.SpoolFull:
         result["label_error"] = f"Could not save the label: {SPOOL_FULL}"
-
-
-def panel_data(result: dict[str, Any]) -> dict[str, Any]:
-    """What the result panel shows for a result kept in the session."""
-    prediction: utils.Prediction = result["prediction"]
-    return {
-        "digit": prediction.digit,
-        "confidence": utils.format_confidence(prediction.confidence),
-        "probabilities": [round(p, 6) for p in prediction.probabilities],
-        "image": history.thumbnail(result["png"]),
-        "label": result["label"],
-        "is_digit": prediction.is_digit,
-        "not_digit_score": utils.format_confidence(prediction.not_digit_score),
-        "not_digit": db.NOT_A_DIGIT,  # the value the panel sends for "Not a digit"
-    }
 
 
 # ----------------------------------------------------------------------------------------------------------------

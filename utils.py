@@ -3,7 +3,8 @@
     python -c "import utils; print(utils.load_model())"   # loads models/model.pth
 
 The work lives in inference/ (canvas: the drawing surface's size and pens; network: the CNN and its checkpoints;
-images: decoding uploads and drawings; preprocess: any image -> MNIST's 28x28 input; predict: one classification).
+images: decoding uploads and drawings; preprocess: any image -> MNIST's 28x28 input; predict: one classification;
+number: several digits side by side read as a number).
 This façade is inference's door for the entry points, the tools and outside users; packages import inference/.
 The app imports this module and never imports training/ or torchvision.
 """
@@ -35,6 +36,7 @@ from inference.predict import (
     get_confidence_scores,
     to_png,
 )
+from inference.number import NumberReading, read_number
 from inference.images import (
     MAX_UPLOAD_BYTES,
     UPLOAD_EXTENSIONS,
@@ -61,6 +63,7 @@ __all__ = [
     "EmptyDrawingError",
     "MNISTClassifier",
     "ModelLoadError",
+    "NumberReading",
     "Prediction",
     "admitted",
     "classify",
@@ -74,6 +77,7 @@ __all__ = [
     "load_uploaded_image",
     "preprocess_image",
     "preview",
+    "read_number",
     "to_png",
 ]
 

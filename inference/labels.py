@@ -11,3 +11,5 @@ CLASSES: tuple[int, ...] = tuple(range(10))
 NOT_DIGIT = len(CLASSES)
 # "Not a digit" as a user gives it: the feedback button's words (capitalised there) and what set_true_label takes.
 NOT_A_DIGIT = "not a digit"
+# The longest number read from one drawing (inference/number.py), and the most digits a number's row holds.
+MAX_DIGITS = 8

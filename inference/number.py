@@ -10,7 +10,10 @@ by; specks far from any digit are ignored. Each part is read by the
 same model and preprocessing as a single digit, all parts in one batch.
 
 It is a number only when every part is a digit; otherwise the reading says which part is not. A part far wider than
-tall is taken for digits that touch, and said so rather than guessed (never a confident wrong number). Parts of very
+tall that the model is not sure of is taken for digits that touch, and said so rather than guessed. Touching digits
+that pass for one digit are rarely sure to be one (side-by-side digits were the model's "not a digit" examples): the
+number's confidence counts that doubt, so such a number is not given with confidence. Cutting a wide part at its
+valley, and refusing every doubted part, were tried and measured (BENCHMARKS.md): neither is done. Parts of very
 different sizes or heights are not a number at all: the drawing is read as one image, as a single digit is. One part
 is a single digit, read exactly as `classify` reads it.
 """
@@ -24,11 +27,17 @@ import torch
 from PIL import Image
 from torch import nn
 
-from inference.labels import NOT_DIGIT
-from inference.predict import Prediction, classify, convert_to_tensor, get_confidence_scores, not_digit_score
+from inference.labels import MAX_DIGITS, NOT_DIGIT
+from inference.predict import (
+    Prediction,
+    classify,
+    convert_to_tensor,
+    get_confidence_scores,
+    not_digit_score,
+    to_png,
+)
 from inference.preprocess import EmptyDrawingError, ink_mask, preprocess_image
 
-MAX_DIGITS = 8
 SAME_DIGIT = 0.5  # pieces sharing at least this share of the narrower one's width are one digit's strokes
 NEAR = 0.3  # a low piece within this fraction of the tallest digit's height of a digit is part of it
 SPECK = 0.2  # a lone piece smaller than this fraction of the tallest part's height, both ways, is a speck
@@ -57,6 +66,23 @@ class NumberReading:
     @property
     def number(self) -> str | None:
         return "".join(str(p.digit) for p in self.parts) if self.is_number else None
+
+    @property
+    def is_single(self) -> bool:
+        """One part: a single digit's (or a non-digit's) answer, exactly as `classify` gives it."""
+        return len(self.parts) == 1
+
+    @property
+    def confidence(self) -> float:
+        """The chance every part is read right: the product, over the parts, of the part's digit's probability among
+        all eleven answers (its confidence among the ten, times its chance of being a digit at all). Digits that touch
+        and pass for one digit are rarely sure to be one: their number is not given with confidence."""
+        return float(np.prod([part.confidence * (1.0 - part.not_digit_score) for part in self.parts]))
+
+    @property
+    def png(self) -> bytes:
+        """The parts' 28x28 inputs side by side (28 x 28n), as the log stores a number's image."""
+        return to_png(np.hstack([part.model_input for part in self.parts]))
 
 
 @dataclass
@@ -190,6 +216,12 @@ def read_parts(model: nn.Module, ink: np.ndarray, pieces: list[Piece]) -> list[P
     return parts
 
 
+def looks_touching(box: Box, part: Prediction) -> bool:
+    """Digits that touch read as one part: far wider than tall, and not surely one digit."""
+    left, top, right, bottom = box
+    return right - left > TOUCHING * (bottom - top) and not (part.is_digit and part.confidence >= SURE)
+
+
 def problem_with(parts: list[Prediction], touching: list[int]) -> str | None:
     if touching:
         which = ", ".join(ordinal(i) for i in touching)
@@ -219,11 +251,7 @@ def read_number(model: nn.Module, image_data: np.ndarray | Image.Image) -> Numbe
         problem = None if whole.is_digit else "It doesn't look like a digit."
         return NumberReading([whole], [scale_box(box, ink, image_data)], problem)
     parts = read_parts(model, ink, pieces)
-    touching = [
-        i
-        for i, ((left, top, right, bottom), part) in enumerate(zip(boxes, parts))
-        if right - left > TOUCHING * (bottom - top) and not (part.is_digit and part.confidence >= SURE)
-    ]
+    touching = [i for i, (box, part) in enumerate(zip(boxes, parts)) if looks_touching(box, part)]
     scaled = [scale_box(box, ink, image_data) for box in boxes]
     return NumberReading(parts, scaled, problem_with(parts, touching), touching)
 

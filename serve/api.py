@@ -7,7 +7,11 @@ model and database handle (serve/resources.py).
 
 POST /api/predict: the body is the image file's bytes (PNG, JPEG, GIF, BMP or WebP; the Upload page's limits). The
 answer: {id, request_id, digit, confidence, probabilities, is_digit, not_digit_score, model_version, inference_ms};
-the row is logged with source "api" (spooled while the database is away: `id` is then negative). The request id is
+the row is logged with source "api" (spooled while the database is away: `id` is then negative). Several digits
+side by side are read as a number (inference/number.py): then `number` ("2026", or null when a part is not a digit
+or digits touch, `problem` says which), `digits` [{digit, confidence, probabilities, is_digit, not_digit_score,
+box: [left, top, right, bottom]}], `confidence` the chance every digit is right, and `digit` null, `is_digit` false
+(what a single-digit client made of such an image before). Label a number with {"number": "2026"}. The request id is
 the row's key for the label route: whoever holds it may label the row, nobody else can guess it (a UUID4).
 Errors are JSON {"error": ...}: 400 empty, unreadable or blank, 413 too large, 415 not one of the formats, 429 over
 API_LIMIT_PER_MINUTE per client (predictions and labels each; Retry-After), 503 while the model cannot be loaded or
@@ -33,7 +37,7 @@ from config.settings import settings
 from inference.admission import Busy, admitted
 from inference.images import UPLOAD, load_uploaded_image, sniff_format
 from inference.network import ModelLoadError
-from inference.predict import classify
+from inference.number import NumberReading, read_number
 from inference.preprocess import EmptyDrawingError
 from serve import metrics, record, resources
 from storage.schema import UnknownPrediction
@@ -135,20 +139,33 @@ def answer_image(body: bytes) -> dict[str, Any]:
     checkpoint = resources.checkpoint()
     started = time.perf_counter()
     with admitted(body):  # the decode, the model and the answer's images: bounded with every other image request
-        prediction = classify(checkpoint.model, load_uploaded_image(body))
+        reading = read_number(checkpoint.model, load_uploaded_image(body))
     inference_ms = (time.perf_counter() - started) * 1000
     request_id = str(uuid.uuid4())
-    row_id = record.log_prediction(resources.database(), checkpoint, prediction, inference_ms, SOURCE, None, request_id)
+    row_id = record.log_reading(resources.database(), checkpoint, reading, inference_ms, SOURCE, None, request_id)
+    answer = {"id": row_id, "request_id": request_id, **reading_answer(reading)}
+    return {**answer, "model_version": checkpoint.version, "inference_ms": round(inference_ms, 3)}
+
+
+def reading_answer(reading: NumberReading) -> dict[str, Any]:
+    """A single digit's fields as they have always been; a number's, with each part's."""
+    if reading.is_single:
+        prediction = reading.parts[0]
+        return {
+            "digit": prediction.digit,
+            "confidence": prediction.confidence,
+            "probabilities": prediction.probabilities,
+            "is_digit": prediction.is_digit,
+            "not_digit_score": prediction.not_digit_score,
+        }
+    digits = record.part_fields(reading)
     return {
-        "id": row_id,
-        "request_id": request_id,
-        "digit": prediction.digit,
-        "confidence": prediction.confidence,
-        "probabilities": prediction.probabilities,
-        "is_digit": prediction.is_digit,
-        "not_digit_score": prediction.not_digit_score,
-        "model_version": checkpoint.version,
-        "inference_ms": round(inference_ms, 3),
+        "number": reading.number,
+        "problem": reading.problem,
+        "digits": digits,
+        "digit": None,
+        "is_digit": False,
+        "confidence": reading.confidence,
     }
 
 
@@ -164,17 +181,20 @@ async def label(request: Request) -> Response:
         return error(413, 'The body is too large: send {"label": ...}.')
     except (ValueError, UnicodeDecodeError):
         return error(400, 'The body is not JSON: send {"label": 0-9 or "not a digit"}.')
-    if not isinstance(body, dict) or "label" not in body:
-        return error(400, 'Send {"label": 0-9 or "not a digit"}.')
+    if not isinstance(body, dict) or not ("label" in body or "number" in body):
+        return error(400, 'Send {"label": 0-9 or "not a digit"}, or {"number": "2026"} for a number.')
     try:
         who = "api:" + hashlib.sha256(client_of(request).encode()).hexdigest()[:16]  # counted apart, not named
-        stored = await run_in_threadpool(resources.database().label_request, request_id, body["label"], who)
+        stored = await run_in_threadpool(
+            resources.database().label_request, request_id, body.get("label"), who, body.get("number")
+        )
     except UnknownPrediction:
         return error(404, "No prediction with that request id.")
     except SpoolFull:
         return error(503, SPOOL_FULL + " Send the label again later.", {"Retry-After": SPOOL_FULL_RETRY})
     except ValueError as exc:
-        return error(400, f'{exc} Send 0-9 or "not a digit".')
+        return error(400, f'{exc} Send 0-9 or "not a digit", or a number of 1-8 digits as text.')
     metrics.labelled(SOURCE)
-    answer = {"request_id": request_id, "label": body["label"], "stored": stored}
+    given = {"number": body["number"]} if "number" in body else {"label": body["label"]}
+    answer = {"request_id": request_id, **given, "stored": stored}
     return JSONResponse(answer, status_code=200 if stored else 202)

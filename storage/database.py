@@ -32,16 +32,8 @@ from config.settings import settings
 from storage import migrate
 from storage.pool import DatabaseUnavailable
 from storage.reads import Reads
-from storage.schema import (
-    INSERT_SQL,
-    PRUNE_SQL,
-    UnknownPrediction,
-    check_request_id,
-    insert_params,
-    label_statement,
-    label_record,
-    prediction_record,
-)
+from storage.records import check_request_id, insert_params, label_record, label_statement, prediction_record
+from storage.schema import INSERT_SQL, PRUNE_SQL, UnknownPrediction
 from storage.spool import Spool, SpoolFull
 from storage.spool import claim as spool_claim
 
@@ -126,13 +118,15 @@ class Database(Reads):
         *,
         source: str | None = None,
         request_id: str | None = None,
+        digits: Sequence[dict[str, Any]] | None = None,
     ) -> int:
         """Store one prediction and return its id (negative and provisional while the database is unreachable).
         `inference_ms`: how long the server took to read the image (preprocess + model), for Stats; `is_digit` and
         `not_digit_score`: the model's "not a digit" verdict and probability (None from a model without one);
         `visitor`: the browser's anonymous id (its History shows the row); `source`: one of SOURCES; `request_id`:
-        the row's unique key (made here unless the caller, the API, hands it out to label by). The row's time is this
-        call's, the moment the answer is shown, however late the write lands (a hang, the spool)."""
+        the row's unique key (made here unless the caller, the API, hands it out to label by); `digits`: a number's
+        parts (storage/schema.py says what each holds). The row's time is this call's, the moment the answer is
+        shown, however late the write lands (a hang, the spool)."""
         record = prediction_record(
             predicted_digit,
             confidence,
@@ -145,6 +139,7 @@ class Database(Reads):
             visitor,
             source,
             request_id,
+            digits,
         )
         try:
             row_id = self._bounded(lambda: self._write_now(record), self.write_timeout)
@@ -158,11 +153,18 @@ class Database(Reads):
             self._provisional[provisional] = record["request_id"]
             return provisional
 
-    def set_true_label(self, prediction_id: int, true_label: int | str | None, labelled_by: str | None = None) -> bool:
+    def set_true_label(
+        self,
+        prediction_id: int,
+        true_label: int | str | None,
+        labelled_by: str | None = None,
+        number: str | None = None,
+    ) -> bool:
         """Record (or change, or clear with None) the user's answer on exactly that prediction's row: a digit 0-9,
-        or `NOT_A_DIGIT` ("Not a digit"). True when it is stored, False when it is kept in the spool until the
-        database is back; UnknownPrediction (a ValueError) when there is no such row."""
-        record = label_record(true_label, labelled_by)
+        or `NOT_A_DIGIT` ("Not a digit"); or, for a number's row, `number` (the digits written, as text). True when
+        it is stored, False when it is kept in the spool until the database is back; UnknownPrediction (a
+        ValueError) when there is no such row."""
+        record = label_record(true_label, labelled_by, number)
         if isinstance(prediction_id, bool) or not isinstance(prediction_id, int):
             raise ValueError(f"prediction_id must be an integer, got {prediction_id!r}.")
         record["id"] = prediction_id
@@ -174,10 +176,12 @@ class Database(Reads):
             record["request_id"] = self._provisional[prediction_id]
         return self._write_label(record, f"id {prediction_id}")
 
-    def label_request(self, request_id: str, true_label: int | str | None, labelled_by: str | None = None) -> bool:
+    def label_request(
+        self, request_id: str, true_label: int | str | None, labelled_by: str | None = None, number: str | None = None
+    ) -> bool:
         """`set_true_label` for the row logged under `request_id` (the API's handle on its rows: whoever holds it).
         While the database is unreachable the label is spooled (False) and lands if that row exists."""
-        record = label_record(true_label, labelled_by)
+        record = label_record(true_label, labelled_by, number)
         record["request_id"] = check_request_id(request_id)
         return self._write_label(record, f"request id {record['request_id']}")
 

@@ -22,17 +22,16 @@ import psycopg2.extras
 
 from storage.pool import Connections, DatabaseUnavailable
 from storage.trust import LABELLED_SQL, Trust
-from storage.schema import (
-    HISTORY_COLUMNS,
-    NOT_DIGIT,
-    NUM_CLASSES,
-    RIGHT,
-    WRONG,
-    check_digit,
-    check_visitor,
-)
+from storage.records import check_digit, check_visitor
+from storage.schema import HISTORY_COLUMNS, NOT_DIGIT, NUM_CLASSES, PARTS, RIGHT, WRONG
 
 T = TypeVar("T")
+NUMBERS_SQL = (
+    "SELECT coalesce(sum(n), 0)::bigint AS read, coalesce(sum(n * digits), 0)::bigint AS digits, "
+    "coalesce(sum(n) FILTER (WHERE shown), 0)::bigint AS shown, "
+    "coalesce(sum(n) FILTER (WHERE labelled), 0)::bigint AS labelled, "
+    "coalesce(sum(n) FILTER (WHERE right_whole), 0)::bigint AS right FROM number_counts"
+)
 MAX_PAGE = 10_000
 EXPORT_BATCH = 2_000  # rows per FETCH while exporting: memory stays at one batch, whatever the table holds
 EXPORT_COLUMNS = (
@@ -44,6 +43,8 @@ EXPORT_COLUMNS = (
     "not_digit_score",
     "true_label",
     "labelled_not_digit",
+    "number",  # a number's row: the digits read, left to right (predicted_digit is its first)
+    "true_number",
     "correct",
     "model_version",
     "inference_ms",
@@ -167,7 +168,7 @@ class Reads(Connections):
         for the download's duration. Images are left out (they are in History, and would make the file ~10x). It never
         migrates or replays the spool (the page's handle does): before the first prediction it is just the header."""
         where, params = history_filter(digit, correct, not_digit, None)
-        columns = HISTORY_COLUMNS.replace("image, ", "")
+        columns = HISTORY_COLUMNS.replace("image, ", "").replace(f"{PARTS} AS digits, ", "")
         sql = f"SELECT {columns} FROM predictions{where} ORDER BY created_at DESC, id DESC"
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -203,7 +204,12 @@ class Reads(Connections):
     def count_predictions(self, visitor: str | None = None) -> int:
         """How many predictions there are (from the rollup), or how many `visitor`'s browser made."""
         if visitor is None:
-            sql, params = "SELECT coalesce(sum(n), 0) AS n FROM prediction_counts", []
+            # The digit counts hold each of a number's digits: a number's row is one row.
+            sql, params = (
+                "SELECT (SELECT coalesce(sum(n), 0) FROM prediction_counts) "
+                "- (SELECT coalesce(sum(n * (digits - 1)), 0) FROM number_counts) AS n",
+                [],
+            )
         else:
             sql, params = "SELECT count(*) AS n FROM predictions WHERE visitor = %s", [check_visitor(visitor)]
 
@@ -267,7 +273,8 @@ class Reads(Connections):
 
     def get_stats(self, days: int = 30) -> dict[str, Any]:
         """Totals, accuracy on digit feedback (overall and per true digit) and on all feedback ("not a digit"
-        included: `feedback_accuracy`), confusion counts, "not a digit" counts,
+        included: `feedback_accuracy`), confusion counts, "not a digit" counts (each digit of a number counted as a
+        digit's answer), `numbers` {read, digits, shown, labelled, right} (numbers of several digits),
         and daily volume and server time for the last `days` days (UTC). Read from the rollup tables, so the cost
         does not grow with the predictions table (server-time percentiles: see schema.LATENCY_BUCKET)."""
         if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= 3660:
@@ -296,10 +303,13 @@ class Reads(Connections):
             latency: dict[dt.date, list[tuple[int, int, float]]] = {}
             for r in cur.fetchall():
                 latency.setdefault(r["day"], []).append((int(r["bucket"]), int(r["n"]), float(r["total_ms"])))
-            return {"cells": cells, "daily": daily, "latency": latency}
+            cur.execute(NUMBERS_SQL)
+            return {"cells": cells, "daily": daily, "latency": latency, "numbers": dict(cur.fetchone())}
 
         raw = self._bounded(lambda: self._run(read), self.read_wait())
-        return summarise(raw["cells"], raw["daily"], raw["latency"])
+        stats, numbers = summarise(raw["cells"], raw["daily"], raw["latency"]), raw["numbers"]
+        # `total` counts rows: a number's digits are counted in the digit figures, the number once here.
+        return {**stats, "total": stats["total"] - numbers["digits"] + numbers["read"], "numbers": numbers}
 
 
 def summarise(

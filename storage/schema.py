@@ -1,5 +1,5 @@
-"""The predictions table: its schema (created and migrated additively, never dropped), the SQL that writes it, and the
-checks a value passes before it is written (a clear ValueError, never a database error).
+"""The predictions table: its schema (created and migrated additively, never dropped) and the SQL that writes it (the
+values it writes are checked in storage/records.py).
 
     python db.py      # applies SCHEMA where the environment points
 
@@ -8,19 +8,16 @@ db.Database runs these statements; nothing else defines the table.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import datetime as dt
-import math
-import uuid
-from collections.abc import Sequence
-from typing import Any
 
-import psycopg2
+from inference.labels import CLASSES, MAX_DIGITS as MAX_NUMBER_DIGITS, NOT_A_DIGIT, NOT_DIGIT
 
-from inference.labels import CLASSES, NOT_A_DIGIT, NOT_DIGIT
-
-__all__ = ["NOT_A_DIGIT", "NOT_DIGIT", "NUM_CLASSES"]  # the answers as the rest of storage/ sees them
+__all__ = [
+    "MAX_NUMBER_DIGITS",
+    "NOT_A_DIGIT",
+    "NOT_DIGIT",
+    "NUM_CLASSES",
+]  # the answers as the rest of storage/ sees them
 
 NUM_CLASSES = len(CLASSES)
 SOURCES = ("page", "upload", "api")  # where a prediction came from: the Draw page, the Upload page, the HTTP API
@@ -45,43 +42,74 @@ RIGHT = (
 ANSWER = f"CASE WHEN labelled_not_digit THEN {NOT_DIGIT} ELSE coalesce(true_label, -1) END"
 FLAGGED = "coalesce(is_digit = false, false)"
 DAY = "(created_at AT TIME ZONE 'UTC')::date"
+# A number's row (several digits read at once: `digits` holds them) counts each of its digits as a digit's answer
+# would: the part's digit, the user's digit at that place (-1 unless the number they typed has as many digits) and the
+# part's own "not a digit" verdict. So Stats' digit figures cover both kinds; number_counts counts the rows.
+SINGLE = "digits IS NULL"
+PART_ANSWER = (
+    "CASE WHEN length(true_number) = jsonb_array_length(digits) THEN substr(true_number, place::int, 1)::smallint "
+    "ELSE -1 END"
+)
+PART_FLAGGED = "NOT coalesce((part->>'is_digit')::boolean, true)"
+# A number's row: the digits its parts read as, left to right (NULL on a single digit's row); the number it showed
+# (NULL when it was not read as one: a part not a digit, digits touching); and its parts without their images (the
+# row's own image holds them side by side), as History and the API's readers want them.
+DIGITS_READ = (
+    "(SELECT string_agg(part->>'digit', '' ORDER BY place) "
+    "FROM jsonb_array_elements(digits) WITH ORDINALITY AS d(part, place))"
+)
+NUMBER_SHOWN = f"CASE WHEN is_digit IS DISTINCT FROM false THEN {DIGITS_READ} END"
+PARTS = (
+    "(SELECT jsonb_agg(part - 'image' ORDER BY place) "
+    "FROM jsonb_array_elements(digits) WITH ORDINALITY AS d(part, place))"
+)
 # Server time per prediction in 1/8-octave buckets (each ~9 % wide), with each bucket's count and sum: day-by-day
 # percentiles from a few hundred rows per day, interpolated as percentile_cont does between bucket means (exact
 # when a bucket holds one value, within a bucket's width otherwise), however large the table.
 LATENCY_BUCKETS_PER_OCTAVE = 8
 LATENCY_BUCKET = f"floor(log(2, greatest(inference_ms, 0.001)::numeric) * {LATENCY_BUCKETS_PER_OCTAVE})::smallint"
 
-# Stats reads these small tables, not the predictions: counts per (UTC day, predicted digit, answer, flagged) and
-# latency counts per (day, bucket), kept exact on every write by statement-level triggers over the transition tables
-# (one aggregate per statement, so a COPY of a million rows costs one pass; an UPDATE subtracts the old rows and adds
-# the new). ~40k rows for a year, whatever the traffic. The function keeps the search_path it was created with: a
-# pg_dump file empties it, and its rows must still reach the rollup when loaded into a migrated database.
+
+def rollup_statements(rows: str, sign: str) -> str:
+    """The rollup's upserts for a statement's transition table `rows` (new_rows added, old_rows subtracted: `sign`)."""
+    return f"""
+        INSERT INTO prediction_counts AS c (day, predicted_digit, answer, flagged, n)
+            SELECT day, digit, answer, flagged, {sign}count(*) FROM (
+                SELECT {DAY} AS day, predicted_digit AS digit, {ANSWER} AS answer, {FLAGGED} AS flagged
+                FROM {rows} WHERE {SINGLE}
+                UNION ALL
+                SELECT {DAY}, (part->>'digit')::smallint, {PART_ANSWER}, {PART_FLAGGED}
+                FROM {rows} CROSS JOIN LATERAL jsonb_array_elements(digits) WITH ORDINALITY AS d(part, place)
+                WHERE NOT {SINGLE}
+            ) AS cells GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+            ON CONFLICT (day, predicted_digit, answer, flagged) DO UPDATE SET n = c.n + EXCLUDED.n;
+        INSERT INTO number_counts AS c (day, digits, shown, labelled, right_whole, n)
+            SELECT {DAY}, jsonb_array_length(digits), coalesce(is_digit, true), true_number IS NOT NULL,
+                coalesce(true_number = {NUMBER_SHOWN}, false), {sign}count(*)
+            FROM {rows} WHERE NOT {SINGLE} GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+            ON CONFLICT (day, digits, shown, labelled, right_whole) DO UPDATE SET n = c.n + EXCLUDED.n;
+        INSERT INTO prediction_latency AS l (day, bucket, n, total_ms)
+            SELECT {DAY}, {LATENCY_BUCKET}, {sign}count(*), {sign}sum(inference_ms) FROM {rows}
+            WHERE inference_ms IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2
+            ON CONFLICT (day, bucket) DO UPDATE SET n = l.n + EXCLUDED.n, total_ms = l.total_ms + EXCLUDED.total_ms;"""
+
+
+# Stats reads these small tables, not the predictions: counts per (UTC day, predicted digit, answer, flagged), per
+# (day, number length, shown as a number, labelled, right as a whole) and latency counts per (day, bucket), kept exact
+# on every write by statement-level triggers over the transition tables (one aggregate per statement, so a COPY of a
+# million rows costs one pass; an UPDATE subtracts the old rows and adds the new). ~40k rows for a year, whatever the
+# traffic. The function keeps the search_path it was created with: a pg_dump file empties it, and its rows must still
+# reach the rollup when loaded into a migrated database.
 ROLLUP_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION predictions_rollup() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $fn$
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
-        TRUNCATE prediction_counts, prediction_latency;
+        TRUNCATE prediction_counts, prediction_latency, number_counts;
         RETURN NULL;
     END IF;
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        INSERT INTO prediction_counts AS c (day, predicted_digit, answer, flagged, n)
-            SELECT {DAY}, predicted_digit, {ANSWER}, {FLAGGED}, -count(*) FROM old_rows
-            GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-            ON CONFLICT (day, predicted_digit, answer, flagged) DO UPDATE SET n = c.n + EXCLUDED.n;
-        INSERT INTO prediction_latency AS l (day, bucket, n, total_ms)
-            SELECT {DAY}, {LATENCY_BUCKET}, -count(*), -sum(inference_ms) FROM old_rows WHERE inference_ms IS NOT NULL
-            GROUP BY 1, 2 ORDER BY 1, 2
-            ON CONFLICT (day, bucket) DO UPDATE SET n = l.n + EXCLUDED.n, total_ms = l.total_ms + EXCLUDED.total_ms;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN{rollup_statements("old_rows", "-")}
     END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        INSERT INTO prediction_counts AS c (day, predicted_digit, answer, flagged, n)
-            SELECT {DAY}, predicted_digit, {ANSWER}, {FLAGGED}, count(*) FROM new_rows
-            GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-            ON CONFLICT (day, predicted_digit, answer, flagged) DO UPDATE SET n = c.n + EXCLUDED.n;
-        INSERT INTO prediction_latency AS l (day, bucket, n, total_ms)
-            SELECT {DAY}, {LATENCY_BUCKET}, count(*), sum(inference_ms) FROM new_rows WHERE inference_ms IS NOT NULL
-            GROUP BY 1, 2 ORDER BY 1, 2
-            ON CONFLICT (day, bucket) DO UPDATE SET n = l.n + EXCLUDED.n, total_ms = l.total_ms + EXCLUDED.total_ms;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN{rollup_statements("new_rows", "")}
     END IF;
     RETURN NULL;
 END
@@ -181,6 +209,20 @@ SCHEMA: tuple[str, ...] = (
         reasons jsonb NOT NULL,
         facts jsonb NOT NULL
     )""",
+    # A number (inference/number.py): its parts left to right, each {digit, confidence, probabilities, is_digit,
+    # not_digit_score, box: [left, top, right, bottom] in the drawing's pixels, image: its 28x28 input as base64 PNG};
+    # NULL on a single digit's row. The row's own columns hold the answer as shown: predicted_digit the first part's,
+    # confidence the product of the parts' (the chance every digit is right), is_digit whether it read as a number,
+    # image the parts' inputs side by side (28 x 28n). `true_number`: the number the user says they wrote.
+    "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS digits jsonb",
+    """ALTER TABLE predictions ADD COLUMN IF NOT EXISTS true_number text
+        CONSTRAINT true_number_digits CHECK (true_number IS NULL OR true_number ~ '^[0-9]{1,8}$')""",
+    """CREATE INDEX IF NOT EXISTS predictions_numbers_newest_idx ON predictions (created_at DESC, id DESC)
+        WHERE digits IS NOT NULL""",
+    """CREATE TABLE IF NOT EXISTS number_counts (
+        day date NOT NULL, digits smallint NOT NULL, shown boolean NOT NULL, labelled boolean NOT NULL,
+        right_whole boolean NOT NULL, n bigint NOT NULL, PRIMARY KEY (day, digits, shown, labelled, right_whole)
+    )""",
 )
 
 # The schema's version: a database that carries it (storage/migrate.py) needs no DDL. Any change to SCHEMA changes it.
@@ -190,8 +232,8 @@ SCHEMA_LOCK_KEY = 421_950_001  # advisory lock: two processes migrating at once 
 INSERT_SQL = """
     INSERT INTO predictions
         (created_at, predicted_digit, confidence, probabilities, image, model_version, request_id, true_label,
-         inference_ms, is_digit, not_digit_score, visitor, source)
-    VALUES (COALESCE(%s, now()), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+         inference_ms, is_digit, not_digit_score, visitor, source, digits)
+    VALUES (COALESCE(%s, now()), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (request_id) DO UPDATE SET request_id = EXCLUDED.request_id
     RETURNING id
 """  # ON CONFLICT ... RETURNING: a retried or replayed insert returns the row it already made, never a second one
@@ -202,6 +244,7 @@ LABEL_SQL = """
         true_label = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(label)s ELSE true_label END,
         labelled_not_digit = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(not_digit)s
                                   ELSE labelled_not_digit END,
+        true_number = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(number)s ELSE true_number END,
         labelled_by = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN %(by)s ELSE labelled_by END,
         label_review = CASE WHEN labelled_at IS NULL OR labelled_at <= %(at)s THEN NULL ELSE label_review END,
         labelled_at = GREATEST(labelled_at, %(at)s)
@@ -218,165 +261,7 @@ LABEL_BY_ID_SQL = LABEL_SQL.format(key="id")
 LABEL_BY_REQUEST_SQL = LABEL_SQL.format(key="request_id")
 HISTORY_COLUMNS = (
     "id, created_at, predicted_digit, confidence, true_label, probabilities, image, model_version, inference_ms, "
-    "is_digit, not_digit_score, labelled_not_digit, "
-    f"CASE WHEN true_label IS NULL AND NOT labelled_not_digit THEN NULL ELSE {RIGHT} END AS correct"
+    f"is_digit, not_digit_score, labelled_not_digit, {PARTS} AS digits, {DIGITS_READ} AS number, true_number, "
+    f"CASE WHEN true_label IS NULL AND NOT labelled_not_digit AND true_number IS NULL THEN NULL "
+    f"WHEN digits IS NOT NULL THEN true_number IS NOT DISTINCT FROM {NUMBER_SHOWN} ELSE {RIGHT} END AS correct"
 )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Validation (a clear ValueError before anything reaches the database)
-
-
-def check_digit(name: str, value: Any, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
-        raise ValueError(f"{name} must be a whole number 0-9, got {value!r}.")
-    number = int(value)
-    if not 0 <= number < NUM_CLASSES:
-        raise ValueError(f"{name} must be between 0 and 9, got {number}.")
-    return number
-
-
-def check_probability(name: str, value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}.") from None
-    if not (math.isfinite(number) and 0.0 <= number <= 1.0):
-        raise ValueError(f"{name} must be between 0 and 1, got {value!r}.")
-    return number
-
-
-def check_milliseconds(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"inference_ms must be a number of milliseconds, got {value!r}.") from None
-    if not (math.isfinite(number) and number >= 0):
-        raise ValueError(f"inference_ms must be a finite, non-negative number, got {value!r}.")
-    return number
-
-
-def check_text(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be text, got {type(value).__name__}.")
-    if "\x00" in value:
-        raise ValueError(f"{name} cannot contain a NUL character (PostgreSQL text does not store it).")
-    return value
-
-
-def check_visitor(value: Any) -> str | None:
-    """A visitor id: None, or the browser's token (a few dozen URL-safe characters)."""
-    text = check_text("visitor", value)
-    if text is not None and not (0 < len(text) <= 64 and text.replace("-", "").replace("_", "").isalnum()):
-        raise ValueError("visitor must be the browser's id (1-64 letters, digits, '-' or '_').")
-    return text
-
-
-def prediction_record(
-    predicted_digit: Any,
-    confidence: Any,
-    probabilities: Sequence[float] | None,
-    image_png: Any,
-    model_version: Any,
-    inference_ms: Any,
-    is_digit: Any,
-    not_digit_score: Any,
-    visitor: Any,
-    source: Any = None,
-    request_id: str | None = None,
-) -> dict[str, Any]:
-    """One prediction as the spool and the insert carry it, every value checked; its time is now (the moment the
-    answer is shown, however late the write lands)."""
-    if is_digit is not None and not isinstance(is_digit, bool):
-        raise ValueError(f"is_digit must be True, False or None, got {is_digit!r}.")
-    if probabilities is not None:
-        probabilities = [check_probability("each probability", p) for p in probabilities]
-        if len(probabilities) != NUM_CLASSES:
-            raise ValueError(f"probabilities must hold {NUM_CLASSES} values, got {len(probabilities)}.")
-    if image_png is not None and not isinstance(image_png, (bytes, bytearray, memoryview)):
-        raise ValueError(f"image_png must be bytes, got {type(image_png).__name__}.")
-    return {
-        "op": "insert",
-        "request_id": str(uuid.uuid4()) if request_id is None else check_request_id(request_id),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "predicted_digit": check_digit("predicted_digit", predicted_digit),
-        "confidence": check_probability("confidence", confidence),
-        "probabilities": probabilities,
-        "image": base64.b64encode(bytes(image_png)).decode("ascii") if image_png is not None else None,
-        "model_version": check_text("model_version", model_version),
-        "inference_ms": check_milliseconds(inference_ms),
-        "true_label": None,
-        "is_digit": is_digit,
-        "not_digit_score": None if not_digit_score is None else check_probability("not_digit_score", not_digit_score),
-        "visitor": check_visitor(visitor),
-        "source": check_source(source),
-    }
-
-
-def insert_params(record: dict[str, Any]) -> tuple[Any, ...]:
-    """INSERT_SQL's parameters for a prediction record (fresh, or replayed from a spool of any age)."""
-    image = base64.b64decode(record["image"]) if record.get("image") is not None else None
-    return (
-        record["created_at"],
-        record["predicted_digit"],
-        record["confidence"],
-        record["probabilities"],
-        psycopg2.Binary(image) if image is not None else None,
-        record["model_version"],
-        record["request_id"],
-        record.get("true_label"),
-        record.get("inference_ms"),  # spools from before these columns have none
-        record.get("is_digit"),
-        record.get("not_digit_score"),
-        record.get("visitor"),
-        record.get("source"),
-    )
-
-
-def label_statement(record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The UPDATE and its parameters for a label record; the row is named by request id when it has one."""
-    by_request = bool(record.get("request_id"))
-    return LABEL_BY_REQUEST_SQL if by_request else LABEL_BY_ID_SQL, {
-        "label": record["true_label"],
-        "not_digit": bool(record.get("not_digit")),
-        # Spools written before labels carried their time are replayed at the replay's time.
-        "at": record.get("labelled_at") or dt.datetime.now(dt.timezone.utc).isoformat(),
-        "key": record["request_id"] if by_request else record["id"],
-        "by": record.get("labelled_by"),
-    }
-
-
-def label_record(true_label: Any, labelled_by: str | None = None) -> dict[str, Any]:
-    """A user's answer as the spool and the update carry it (the row it names is added by the caller): a digit
-    0-9, `NOT_A_DIGIT` as the button says it (any case), or None to clear it; its time is now; `labelled_by`: who
-    gave it (a visitor id, or the API client's hashed address)."""
-    not_digit = isinstance(true_label, str) and true_label.strip().lower() == NOT_A_DIGIT
-    return {
-        "op": "label",
-        "id": None,
-        "true_label": None if not_digit else check_digit("true_label", true_label, allow_none=True),
-        "not_digit": not_digit,
-        "request_id": None,
-        "labelled_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "labelled_by": check_text("labelled_by", labelled_by),
-    }
-
-
-def check_source(value: Any) -> str | None:
-    if value is not None and value not in SOURCES:
-        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {value!r}.")
-    return value
-
-
-def check_request_id(value: Any) -> str:
-    """A request id: a UUID, as text in its canonical form."""
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        raise UnknownPrediction(f"No prediction with request id {str(value)[:40]!r}.") from None

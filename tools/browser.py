@@ -30,6 +30,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+PHONE = {"width": 390, "height": 844}  # the viewports the page is judged in: a phone and a laptop
+LAPTOP = {"width": 1280, "height": 800}
 Point = tuple[float, float]
 Stroke = Sequence[Point]
 
@@ -57,6 +59,20 @@ DIGITS: dict[int, list[list[Point]]] = {
         [(95, 16), (88, 80), (90, 125), (150, 110), (200, 135), (210, 190), (180, 240), (120, 250), (80, 225)],
     ],
 }
+
+
+def number_strokes(number: str, scale: float = 0.55) -> list[list[Point]]:
+    """`number`'s digits (each one of DIGITS) written side by side across the canvas, each `scale` times its size,
+    centred in its share of the width: the way people write "17" or "105"."""
+    slot = 280 / len(number)
+    strokes = []
+    for place, digit in enumerate(number):
+        shape = DIGITS[int(digit)]
+        xs = [x for stroke in shape for x, _ in stroke]
+        middle = (min(xs) + max(xs)) / 2
+        centre = slot * (place + 0.5)
+        strokes += [[(centre + (x - middle) * scale, 140 + (y - 140) * scale) for x, y in stroke] for stroke in shape]
+    return strokes
 
 
 # Not digits, drawn as people draw them when they try the app: letters and a doodle.

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pgserver
 import psycopg2
@@ -65,14 +66,18 @@ class PrivateServer:
             os.kill(pid, signal.SIGCONT)
 
 
+def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """A statement's rows, read over a connection of its own (what really landed)."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        found = cur.fetchall()
+    conn.close()
+    return found
+
+
 def count_rows(dsn: str) -> int:
     """Rows in the predictions table, read over a connection of its own (what really landed)."""
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM predictions")
-        row = cur.fetchone()
-    conn.close()
-    assert row is not None
-    return int(row[0])
+    return int(query(dsn, "SELECT count(*) FROM predictions")[0][0])
 
 
 def with_dbname(dsn: str, dbname: str) -> str:

@@ -130,11 +130,12 @@ def snapshot_rows(database: Database, partial: Path) -> tuple[list[dict[str, Any
         if image is None:
             skipped += 1
             continue
-        name = f"images/{row['id']}.png"
+        name = f"images/{row['id']}.png" if not row.get("part") else f"images/{row['id']}-{row['part']}.png"
         (partial / name).write_bytes(row["image"])
         rows.append(
             {
                 "id": row["id"],
+                "part": row.get("part", 0),  # a number's digit: 1, 2, ... (0: the row's own image)
                 "label": NOT_DIGIT if row.get("not_digit") else row["true_label"],
                 "predicted": row["predicted_digit"],
                 "model_version": row["model_version"],

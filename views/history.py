@@ -43,9 +43,11 @@ def not_digit_text(row: dict[str, Any]) -> str:
 
 
 def true_label_text(row: dict[str, Any]) -> str:
-    """The user's answer as the feedback buttons said it: the digit, "Not a digit", or nothing yet."""
+    """The user's answer as the feedback buttons said it: the digit, "Not a digit", the number, or nothing yet."""
     if row.get("labelled_not_digit"):
         return NOT_A_DIGIT_LABEL
+    if row.get("true_number") is not None:
+        return str(row["true_number"])
     return "" if row.get("true_label") is None else str(row["true_label"])
 
 
@@ -77,7 +79,9 @@ def history_table(rows: list[dict[str, Any]]) -> None:
         {
             "Time": [r["created_at"] for r in rows],
             "Image": [thumbnail(r["image"]) for r in rows],
-            "Predicted": [r["predicted_digit"] for r in rows],  # the best digit, even where it said "not a digit"
+            # The best digit, even where it said "not a digit"; a number's digits under Number.
+            "Predicted": pd.array([None if r.get("number") else r["predicted_digit"] for r in rows], dtype="Int64"),
+            "Number": [r.get("number") or "" for r in rows],
             "Confidence": [format_confidence(r["confidence"]) for r in rows],  # as the answer said it
             NOT_A_DIGIT_LABEL: [not_digit_text(r) for r in rows],
             "True label": [true_label_text(r) for r in rows],
@@ -95,7 +99,10 @@ def history_table(rows: list[dict[str, Any]]) -> None:
             NOT_A_DIGIT_LABEL: st.column_config.TextColumn(
                 help='Who called the drawing "not a digit": the model (its answer), the user (the feedback), or both'
             ),
-            "True label": st.column_config.TextColumn(help='What the user said it is: a digit, or "Not a digit"'),
+            "True label": st.column_config.TextColumn(
+                help='What the user said it is: a digit, "Not a digit", or the number they wrote'
+            ),
+            "Number": st.column_config.TextColumn(help="Several digits read at once: each, left to right"),
         },
     )
 

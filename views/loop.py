@@ -187,14 +187,18 @@ def review_list(database: Database) -> None:
         image_col.image(row["image"], width=56)
         said = "Not a digit" if row["answer"] in (-1, NOT_DIGIT) else str(row["answer"])
         who = hashlib.sha256(str(row["labeller"]).encode()).hexdigest()[:8]
+        where = f" (digit {row['part']} of a number: the whole row is reviewed)" if row["part"] else ""
         text_col.markdown(
-            f"Answered **{row['predicted_digit']}** ({row['confidence']:.1%}), labelled **{said}** by labeller "
-            f"`{who}`, {row['labelled_at']:%Y-%m-%d %H:%M}"
+            f"Answered **{row['predicted_digit']}** ({row['confidence']:.1%}), labelled **{said}**{where} by "
+            f"labeller `{who}`, {row['labelled_at']:%Y-%m-%d %H:%M}"
         )
         with buttons_col.container(horizontal=True):  # the two buttons side by side
             for label, decision in (("Accept", "accepted"), ("Reject", "rejected")):
                 args = (database, int(row["id"]), decision)
-                st.button(label, key=f"{decision}-{row['id']}", on_click=decide, args=args)
+                key = f"{decision}-{row['id']}" + (
+                    f"-{row['part']}" if row["part"] else ""
+                )  # a number's digits: one each
+                st.button(label, key=key, on_click=decide, args=args)
 
 
 def decide(database: Database, prediction_id: int, decision: str) -> None:

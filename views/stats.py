@@ -59,6 +59,19 @@ def counts_row(stats: dict[str, Any]) -> None:
             f"{times(counts['missed'])}), and users gave a digit to {counts['false_alarms']:,} drawings the model "
             f"had flagged. On the drawings users called digits alone, accuracy is {digits}."
         )
+    numbers_caption(stats.get("numbers"))
+
+
+def numbers_caption(numbers: dict[str, int] | None) -> None:
+    """Numbers (several digits in one drawing) are one prediction each; their digits count in the digit figures."""
+    if not numbers or not numbers["read"]:
+        return
+    whole = f", {numbers['right']:,} of them right as a whole" if numbers["labelled"] else ""
+    st.caption(
+        f"**Numbers**: {numbers['read']:,} drawings read as several digits ({numbers['shown']:,} shown as a number); "
+        f"users gave the number they wrote for {numbers['labelled']:,}{whole}. Their {numbers['digits']:,} digits "
+        "count in the digit figures on this page (accuracy, per digit, the confusion matrix) like single digits."
+    )
 
 
 def times(n: int) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -24,18 +23,10 @@ import utils
 
 pytestmark = pytest.mark.browser
 SCREENSHOTS = PROJECT_DIR / ".github" / "screenshots"
-PHONE = {"width": 390, "height": 844}
+PHONE, LAPTOP = browser.PHONE, browser.LAPTOP
 DESKTOP = {"width": 1100, "height": 1000}
-LAPTOP = {"width": 1280, "height": 800}
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-
-
-@pytest.fixture(scope="module")
-def app_url(app_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    spool = tmp_path_factory.mktemp("spool") / "spool.jsonl"
-    with browser.running_app({"DATABASE_URL": app_db, "SPOOL_PATH": str(spool), "MODEL_PATH": ""}) as url:
-        yield url
 
 
 def open_page(chromium: Any, url: str, viewport: dict[str, int] = DESKTOP, touch: bool = False) -> Any:

@@ -20,7 +20,7 @@ from tools import browser
 from tools import pg
 
 pytestmark = pytest.mark.browser
-LAPTOP = {"width": 1280, "height": 800}
+LAPTOP = browser.LAPTOP
 SAVED_LOCALLY = "saved locally"
 # A frozen server answers nothing, ever: "answered" means the app did not wait for it. Generous, so that a busy CI
 # machine does not fail the test; the measured times are printed.

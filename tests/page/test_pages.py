@@ -17,8 +17,7 @@ import db
 from tools import browser
 
 pytestmark = pytest.mark.browser
-PHONE = {"width": 390, "height": 844}
-LAPTOP = {"width": 1280, "height": 800}
+PHONE, LAPTOP = browser.PHONE, browser.LAPTOP
 PAGE_NAMES = ("Draw", "Upload", "History", "Stats")
 SERIOUS = ("serious", "critical")
 SCREENSHOTS = PROJECT_DIR / ".github" / "screenshots"

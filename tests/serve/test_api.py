@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psycopg2
 import pytest
 from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
 import db
-from tools import browser
+from tools import browser, pg
 from training.synthetic import drawn
+from training.synthetic.numbers import number_drawing
 
 OPERATOR_PASSWORD = "metrics for the operator"
 
@@ -78,14 +78,6 @@ def api_url(app_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
         yield url
 
 
-def rows(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql, params)
-        found = cur.fetchall()
-    conn.close()
-    return found
-
-
 def test_drawn_digits_are_read_right_and_logged_as_api_rows(api_url: str, app_db: str, mnist_test_split: Any) -> None:
     rng = np.random.default_rng(25)
     picks = rng.choice(len(mnist_test_split.labels), size=10, replace=False)
@@ -93,7 +85,7 @@ def test_drawn_digits_are_read_right_and_logged_as_api_rows(api_url: str, app_db
         (drawn.canvas_drawing(mnist_test_split.images[int(i)].squeeze(0).numpy(), rng), int(mnist_test_split.labels[i]))
         for i in picks
     ] + [(drawn.pen_digit(d, rng), d) for d in range(10)]
-    before = rows(app_db, "SELECT count(*) FROM predictions WHERE source = 'api'")[0][0]
+    before = pg.query(app_db, "SELECT count(*) FROM predictions WHERE source = 'api'")[0][0]
     right, answers = 0, []
     for n, (drawing, truth) in enumerate(cases):
         status, answer = post(api_url + "/api/predict", encoded(drawing, "JPEG" if n % 4 == 3 else "PNG"))
@@ -103,8 +95,8 @@ def test_drawn_digits_are_read_right_and_logged_as_api_rows(api_url: str, app_db
         right += answer["is_digit"] and answer["digit"] == truth
         answers.append(answer)
     assert right / len(cases) >= 0.9, f"{right}/{len(cases)} drawn digits read right"
-    assert rows(app_db, "SELECT count(*) FROM predictions WHERE source = 'api'")[0][0] == before + len(cases)
-    (row,) = rows(
+    assert pg.query(app_db, "SELECT count(*) FROM predictions WHERE source = 'api'")[0][0] == before + len(cases)
+    (row,) = pg.query(
         app_db, "SELECT predicted_digit, request_id::text, visitor FROM predictions WHERE id = %s", answers[0]["id"]
     )
     assert row == (answers[0]["digit"], answers[0]["request_id"], None), "no visitor: no History shows an API row"
@@ -135,11 +127,32 @@ def test_a_drawn_letter_is_not_a_digit(api_url: str) -> None:
 def test_bad_bodies_get_a_json_error_and_no_row(
     api_url: str, app_db: str, body: bytes, content_type: str, status: int
 ) -> None:
-    before = rows(app_db, "SELECT count(*) FROM predictions")[0][0]
+    before = pg.query(app_db, "SELECT count(*) FROM predictions")[0][0]
     got, answer = post(api_url + "/api/predict", body, content_type)
     assert got == status and answer["error"], answer
     assert "Traceback" not in answer["error"]
-    assert rows(app_db, "SELECT count(*) FROM predictions")[0][0] == before
+    assert pg.query(app_db, "SELECT count(*) FROM predictions")[0][0] == before
+
+
+def test_a_number_is_read_whole_logged_as_one_row_and_labelled_as_a_number(
+    api_url: str, app_db: str, mnist_test_split: Any
+) -> None:
+    """Several digits side by side: `number` and each digit's box, one row holding them; {"number": ...} labels it."""
+    rng = np.random.default_rng(45)
+    images, labels = mnist_test_split.images.squeeze(1).numpy(), mnist_test_split.labels.numpy()
+    picks = [int(np.flatnonzero(labels == d)[5]) for d in (2, 0, 2, 6)]
+    status, answer = post(api_url + "/api/predict", encoded(number_drawing([images[i] for i in picks], rng, 100, 0.3)))
+    assert status == 200 and answer["number"] == "2026", answer
+    assert [d["digit"] for d in answer["digits"]] == [2, 0, 2, 6] and answer["digit"] is None
+    lefts = [d["box"][0] for d in answer["digits"]]
+    assert lefts == sorted(lefts) and all(len(d["probabilities"]) == 10 for d in answer["digits"])
+    label_url = api_url + f"/api/predictions/{answer['request_id']}/label"
+    assert post(label_url, b'{"number": "2025"}', "application/json")[0] == 200
+    for bad in (b'{"number": "20x5"}', b'{"number": 2025}', b'{"number": "123456789"}'):
+        assert post(label_url, bad, "application/json")[0] == 400, bad
+    sql = "SELECT jsonb_array_length(digits), true_number, source FROM predictions WHERE id = %s"
+    (row,) = pg.query(app_db, sql, answer["id"])
+    assert row == (4, "2025", "api")
 
 
 def test_labels_land_on_their_row_and_only_there(api_url: str, app_db: str) -> None:
@@ -153,19 +166,21 @@ def test_labels_land_on_their_row_and_only_there(api_url: str, app_db: str) -> N
     )
     status, _ = post(label_url.format(second["request_id"]), b'{"label": "Not a digit"}', "application/json")
     assert status == 200
-    labelled = rows(
+    labelled = pg.query(
         app_db, "SELECT id, true_label, labelled_not_digit FROM predictions WHERE id IN (%s, %s) ORDER BY id",
         first["id"], second["id"],
     )  # fmt: skip
     assert labelled == [(first["id"], 8, False), (second["id"], None, True)]
-    (by,) = rows(app_db, "SELECT DISTINCT labelled_by FROM predictions WHERE id IN (%s, %s)", first["id"], second["id"])
+    (by,) = pg.query(
+        app_db, "SELECT DISTINCT labelled_by FROM predictions WHERE id IN (%s, %s)", first["id"], second["id"]
+    )
     assert by[0].startswith("api:") and "127.0.0.1" not in by[0], "who labelled, counted apart and not named"
     assert post(label_url.format("8d5d3c7e-0000-4000-8000-000000000000"), b'{"label": 1}', "application/json")[0] == 404
     assert post(label_url.format("not-a-request-id"), b'{"label": 1}', "application/json")[0] == 404
     for bad in (b'{"label": 12}', b'{"label": true}', b'{"label": "seven"}', b"{}", b"[1]", b"not json"):
         status, answer = post(label_url.format(first["request_id"]), bad, "application/json")
         assert status == 400 and answer["error"], (bad, answer)
-    assert rows(app_db, "SELECT true_label FROM predictions WHERE id = %s", first["id"]) == [(8,)], "unchanged"
+    assert pg.query(app_db, "SELECT true_label FROM predictions WHERE id = %s", first["id"]) == [(8,)], "unchanged"
 
 
 def test_metrics_parse_and_count_exactly_what_was_done(api_url: str) -> None:
@@ -263,17 +278,19 @@ def test_at_the_spool_s_cap_the_api_refuses_with_503_and_stores_nothing_more(tmp
         kept = [answer for code, answer in answers if code == 200]
         assert status == 503 and "nothing was saved" in refusal["error"], refusal
         assert kept and all(answer["id"] < 0 for answer in kept), "spooled until the cap"
-        for _ in range(30):  # a label is shorter than a prediction: one may still fit in what is left
+        labels_kept = 0
+        for _ in range(30):  # a label is shorter than a prediction: some may still fit in what is left
             label = post(url + f"/api/predictions/{kept[0]['request_id']}/label", b'{"label": 4}', "application/json")
             if label[0] != 202:
                 break
+            labels_kept += 1
         assert label[0] == 503 and "nothing was saved" in label[1]["error"], label
         state = samples(get(url + "/metrics")[1])
     cap = 0.01 * 2**20
     assert spool.stat().st_size <= cap
     assert state[("mnist_spool_max_bytes", ())] == int(cap)
     assert state[("mnist_spool_bytes", ())] == spool.stat().st_size
-    assert state[("mnist_spool_depth", ())] == len(kept)
+    assert state[("mnist_spool_depth", ())] == len(kept) + labels_kept
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (apt-get install prometheus)")

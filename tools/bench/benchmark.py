@@ -52,6 +52,19 @@ def canvas_seven() -> np.ndarray:
     return np.asarray(image)
 
 
+def canvas_number() -> np.ndarray:
+    """The same canvas with "1704" written across it, a little space between the digits (the page reads a number)."""
+    image = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
+    pen = ImageDraw.Draw(image)
+    white = (255, 255, 255, 255)
+    pen.line([(35, 100), (35, 180)], fill=white, width=12)  # 1
+    pen.line([(70, 100), (115, 100), (85, 180)], fill=white, width=12)  # 7
+    pen.ellipse((135, 100, 180, 180), outline=white, width=12)  # 0
+    pen.line([(225, 100), (205, 150), (250, 150)], fill=white, width=12)  # 4: an open one, two strokes
+    pen.line([(240, 120), (240, 180)], fill=white, width=12)
+    return np.asarray(image)
+
+
 def classify_percentiles(model: torch.nn.Module, canvas: np.ndarray) -> dict[str, float]:
     """preprocess + classify of `canvas` (what the page calls: digits and "not a digit"), after a warm-up."""
     run = lambda: utils.classify(model, canvas)  # noqa: E731
@@ -67,6 +80,12 @@ def bench_inference() -> dict[str, Any]:
         torch.set_num_threads(threads)
         results[f"preprocess+classify, {threads} thread(s)"] = classify_percentiles(model, canvas)
     torch.set_num_threads(1)
+    number = canvas_number()
+    assert utils.read_number(model, number).number == "1704", "the benchmark's number is read as written"
+    for name, drawing in (("a 4-digit number", number), ("one digit", canvas)):  # side by side, in one run
+        read = lambda: utils.read_number(model, drawing)  # noqa: E731
+        timed(read, 50)
+        results[f"preprocess+read_number, {name}, 1 thread"] = percentiles(timed(read, 2000))
     results["preprocess only"] = percentiles(timed(lambda: utils.preprocess_image(canvas), 2000))
     unfused = utils.load_checkpoint(utils.DEFAULT_MODEL_PATH).model  # batch norms kept, as training sees it
     results["preprocess+classify, 1 thread, batch norm not folded"] = classify_percentiles(unfused, canvas)

@@ -160,15 +160,20 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def write_card(summary: dict[str, Any], card: Path = CARD) -> None:
+    write_block(MARKERS, table(summary), card)
+    print(f"wrote the leave-family-out table into {card}")
+
+
+def write_block(markers: tuple[str, str], body: str, card: Path = CARD) -> None:
+    """`body` between the card's two markers (replacing what was there), or appended with them."""
     text = card.read_text()
-    start, end = MARKERS
-    block = f"{start}\n{table(summary)}\n{end}"
+    start, end = markers
+    block = f"{start}\n{body}\n{end}"
     if start in text:
         text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
         text += f"\n{block}\n"
     card.write_text(text)
-    print(f"wrote the leave-family-out table into {card}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,73 @@
+"""A number's row (storage/schema.py, storage/records.py): one row with its parts, labelled with the number the user
+wrote, each digit of it then a labelled example for retraining (storage/trust.py); History and the CSV show it, the
+per-digit rollup leaves it out. On the real PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import db
+import utils
+from storage.trust import Trust
+
+PNG = utils.to_png(np.zeros((28, 28)))
+
+
+def part(digit: int, confidence: float, left: int) -> dict[str, Any]:
+    image = utils.to_png(np.full((28, 28), digit / 10))
+    probabilities = [confidence if d == digit else (1 - confidence) / 9 for d in range(10)]
+    box = [left, 40, left + 60, 200]
+    return {"digit": digit, "confidence": confidence, "probabilities": probabilities, "is_digit": True,
+            "not_digit_score": 0.01, "box": box, "image": image}  # fmt: skip
+
+
+def log_number(database: db.Database, digits: str, confidence: float = 0.9, visitor: str | None = None) -> int:
+    parts = [part(int(d), confidence, 70 * i) for i, d in enumerate(digits)]
+    return database.log_prediction(
+        parts[0]["digit"], confidence ** len(parts), None, PNG, "v", 4.0, True, 0.01, visitor, digits=parts
+    )
+
+
+def test_a_number_is_one_row_with_its_parts_and_its_label(database: db.Database) -> None:
+    row_id = log_number(database, "2026", visitor="visitor-1")
+    assert database.set_true_label(row_id, None, "visitor-1", number="2025")
+    (row,) = database.get_prediction_history(visitor="visitor-1")
+    assert [p["digit"] for p in row["digits"]] == [2, 0, 2, 6] and row["digits"][3]["box"] == [210, 40, 270, 200]
+    assert row["true_number"] == "2025" and row["correct"] is False
+    database.set_true_label(row_id, None, "visitor-1", number="2026")
+    assert database.get_prediction_history(visitor="visitor-1")[0]["correct"] is True
+    stats = database.get_stats()
+    assert stats["total"] == 1 and database.count_predictions() == 1, "one row"
+    assert (stats["labelled"], stats["correct"]) == (4, 4), "each digit counted as a digit's answer"
+    assert stats["numbers"] == {"read": 1, "digits": 4, "shown": 1, "labelled": 1, "right": 1}
+    single = database.log_prediction(3, 0.9, [0.1] * 10, PNG, "v", 1.0, True, 0.01)
+    database.set_true_label(single, 5)
+    stats = database.get_stats()
+    assert (stats["total"], stats["labelled"], stats["correct"]) == (2, 5, 4)
+
+
+def test_each_digit_of_a_labelled_number_is_an_example_of_its_own(database: db.Database) -> None:
+    right = log_number(database, "42")
+    database.set_true_label(right, None, "a", number="42")
+    wrong = log_number(database, "17", confidence=0.995)
+    database.set_true_label(wrong, None, "b", number="77")  # a confident 1 called 7 by one labeller: held
+    other_length = log_number(database, "305")
+    database.set_true_label(other_length, None, "c", number="3055")  # parts cannot be matched to digits: none
+    rows = list(database.iter_labelled(trust=Trust(per_labeller=50, hold_confidence=0.99, corroboration=5)))
+    examples = {(row["id"], row["part"]): row for row in rows}
+    assert set(examples) == {(right, 1), (right, 2), (wrong, 1), (wrong, 2)}
+    assert [examples[right, 1]["true_label"], examples[right, 2]["true_label"]] == [4, 2]
+    assert examples[right, 2]["image"] == utils.to_png(np.full((28, 28), 0.2)), "the part's own 28x28 input"
+    assert examples[wrong, 1]["held"] and not examples[wrong, 2]["held"]
+
+
+def test_a_number_label_is_checked(database: db.Database) -> None:
+    row_id = log_number(database, "12")
+    for bad in ("12a", "", "123456789", 12, "١٢"):
+        with pytest.raises(ValueError):
+            database.set_true_label(row_id, None, "a", number=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        log_number(database, "1")  # a number has at least two parts; one is a digit's row
