@@ -4,6 +4,7 @@ per-digit rollup leaves it out. On the real PostgreSQL."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,3 +72,18 @@ def test_a_number_label_is_checked(database: db.Database) -> None:
             database.set_true_label(row_id, None, "a", number=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         log_number(database, "1")  # a number has at least two parts; one is a digit's row
+
+
+def test_a_number_and_its_label_are_spooled_and_replayed_whole(tmp_path: Path, database_url: str) -> None:
+    """The database away: the number and the number the user typed are kept on disk and land as one row."""
+    down = db.Database("postgresql://nobody@127.0.0.1:1/none", spool_path=tmp_path / "spool.jsonl", connect_timeout=1)
+    row_id = log_number(down, "305", visitor="visitor-2")
+    assert row_id < 0 and down.set_true_label(row_id, None, "visitor-2", number="306") is False
+    down._dsn = database_url  # the server "came back"
+    down.close()
+    assert down.flush_spool() == 0 and down.pending() == 0
+    (row,) = down.get_prediction_history(visitor="visitor-2")
+    assert row["number"] == "305" and row["true_number"] == "306" and row["correct"] is False
+    assert [p["box"] for p in row["digits"]] == [[0, 40, 60, 200], [70, 40, 130, 200], [140, 40, 200, 200]]
+    assert "image" not in row["digits"][0], "History reads the parts without their images"
+    down.close()
