@@ -14,8 +14,9 @@ tall that the model is not sure of is taken for digits that touch, and said so r
 that pass for one digit are rarely sure to be one (side-by-side digits were the model's "not a digit" examples): the
 number's confidence counts that doubt, so such a number is not given with confidence. Cutting a wide part at its
 valley, and refusing every doubted part, were tried and measured (BENCHMARKS.md): neither is done. Parts of very
-different sizes or heights are not a number at all: the drawing is read as one image, as a single digit is. One part
-is a single digit, read exactly as `classify` reads it.
+different sizes or heights are not a number at all: the drawing is read as one image, as a single digit is; so are
+two or three pieces that overlap or nearly touch when the whole is surely one digit (a 4 drawn open, a loose top).
+One part is a single digit, read exactly as `classify` reads it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ SPECK = 0.2  # a lone piece smaller than this fraction of the tallest part's hei
 TOUCHING = 1.25  # a part wider than this many times its height, and not surely one digit, is digits that touch
 SURE = 0.9  # (a wide 2 or 7 read with this confidence is one digit)
 SIZE_SPREAD = 0.4  # the shortest part of a number is at least this fraction of the tallest...
+WHOLE_SURE = 0.99  # pieces that overlap or nearly touch (CLOSE), read whole with this confidence, are one digit's
+CLOSE = 0.05
 MISALIGNED = 0.5  # ...and the parts' vertical centres lie within this fraction of the tallest part's height
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom) in the drawing's pixels, right and bottom exclusive
@@ -245,6 +248,9 @@ def read_number(model: nn.Module, image_data: np.ndarray | Image.Image) -> Numbe
     boxes = [piece.box for piece in pieces]
     if not boxes:
         raise EmptyDrawingError("Draw a digit first: the image has no visible ink.")
+    whole = one_digit_after_all(model, image_data, boxes)
+    if whole is not None:
+        return NumberReading([whole], [scale_box(union_of(boxes), ink, image_data)])
     if len(boxes) == 1 or len(boxes) > MAX_DIGITS or not looks_like_a_number(boxes):
         whole = classify(model, image_data)  # one digit, or not a number: read as one image, as always
         box = (0, 0, mask.shape[1], mask.shape[0]) if len(boxes) != 1 else boxes[0]
@@ -254,6 +260,23 @@ def read_number(model: nn.Module, image_data: np.ndarray | Image.Image) -> Numbe
     touching = [i for i, (box, part) in enumerate(zip(boxes, parts)) if looks_touching(box, part)]
     scaled = [scale_box(box, ink, image_data) for box in boxes]
     return NumberReading(parts, scaled, problem_with(parts, touching), touching)
+
+
+def one_digit_after_all(model: nn.Module, image_data: np.ndarray | Image.Image, boxes: list[Box]) -> Prediction | None:
+    """A digit whose strokes came apart (a 4 drawn open, a 5's loose top) overlaps its pieces in x, as digits written
+    with a space do not: read whole, it is surely one digit. None when it is not (then it is read part by part)."""
+    tallest = max(bottom - top for _, top, _, bottom in boxes)
+    if not 1 < len(boxes) <= 3 or all(gap(a, b) > CLOSE * tallest for a, b in zip(boxes, boxes[1:])):
+        return None
+    whole = classify(model, image_data)
+    return whole if whole.is_digit and whole.confidence >= WHOLE_SURE and whole.not_digit_score < 0.05 else None
+
+
+def union_of(boxes: list[Box]) -> Box:
+    out = boxes[0]
+    for box in boxes[1:]:
+        out = union(out, box)
+    return out
 
 
 def scale_box(box: Box, ink: np.ndarray, image_data: np.ndarray | Image.Image) -> Box:
