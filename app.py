@@ -272,9 +272,7 @@ def draw_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
 
 @st.fragment
 def upload_section(checkpoint: utils.Checkpoint, database: db.Database) -> None:
-    st.write(
-        "A photo or scan of a handwritten digit or number (dark ink on light paper, or light on dark), cropped close."
-    )
+    st.write("A photo or scan of one handwritten digit, or of a number (dark ink on light paper, or light on dark).")
     upload = st.file_uploader("Image", type=list(utils.UPLOAD_EXTENSIONS), key="upload")
     if upload is None:
         st.session_state.pop("upload_result", None)
