@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 SOURCES := *.py config access inference storage serve views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback loop loop-drill retrain retrain-drill \
+.PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback loop loop-drill retrain retrain-drill doodle-drill \
 	mlflow loadtest loadtest-api bench bench-burst bench-inserts bench-history bench-numbers drill-rolling data prune up down logs clean
 
 help: ## List the targets
@@ -88,6 +88,9 @@ retrain: install ## Fine-tune production on the feedback in the app's database -
 
 retrain-drill: install ## The feedback loop on styles the model misreads, in a throwaway database (figures)
 	$(PY) -m tools.feedback_drill
+
+doodle-drill: install ## Users label three doodle families the model reads as digits: retrain, then judge on fresh drawings
+	$(PY) -m tools.doodle_drill
 
 mlflow: install ## The MLflow UI over the tracking store on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 \

@@ -6,10 +6,13 @@ PostgreSQL on 127.0.0.1:5432). Without it, an embedded server (the `pgserver` pa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +102,19 @@ def create_database(admin: str, prefix: str = "mnist_test") -> str:
         cur.execute(f'CREATE DATABASE "{name}"')  # name is ours, not user input
     conn.close()
     return with_dbname(admin, name)
+
+
+@contextlib.contextmanager
+def throwaway_database(prefix: str) -> Iterator[tuple[str, Path]]:
+    """A fresh database on `TEST_DATABASE_URL`'s server (or an embedded one) and a temporary folder beside it, both
+    gone afterwards: what the drills run in."""
+    with tempfile.TemporaryDirectory() as tmp:
+        admin = admin_dsn(Path(tmp))
+        dsn = create_database(admin, prefix=prefix)
+        try:
+            yield dsn, Path(tmp)
+        finally:
+            drop_database(admin, dsn)
 
 
 def drop_database(admin: str, dsn: str) -> None:

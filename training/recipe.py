@@ -59,6 +59,7 @@ class Gate:
     max_drop: float = 0.001  # a promotion may not cost more than 0.1 points on either digit figure
     min_flagged: float = 0.90  # a model that can say "not a digit" says it for this share of held-out non-digits
     max_flagged_drop: float = 0.01  # ... and for no fewer than production's share less one point (3,000: noise ~0.5)
+    min_labelled_flagged: float = 0.9  # ... and for this share of the held-out drawings users labelled "not a digit"
 
 
 @dataclass(frozen=True)

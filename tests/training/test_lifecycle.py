@@ -197,6 +197,9 @@ def test_promotion_that_passes_the_gate_ships_atomically_and_rollback_restores(
             {"official": 0.997, "drawn": 0.996, "flagged": 0.95},
             ["cannot say"],
         ),
+        # What users labelled "not a digit" (the retrain's held-out share of it): learnt, or no promotion.
+        ({"official": 0.997, "drawn": 0.996, "flagged": 0.95, "labelled_flagged": 0.96}, None, []),
+        ({"official": 0.997, "drawn": 0.996, "flagged": 0.95, "labelled_flagged": 0.5}, None, ["has not learnt"]),
     ],
 )
 def test_gate_refuses_below_the_bar_or_a_drop_of_more_than_a_tenth_of_a_point(
@@ -323,3 +326,23 @@ def test_help_lists_the_loop_flags() -> None:
     out = train_py("--help").stdout
     for flag in ("--retrain", "--promote", "--rollback", "--device", "--hypothesis", "--min-feedback"):
         assert flag in out
+
+
+def test_the_doodle_drill_in_small(
+    store: str, admin_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """make doodle-drill with a dry-run retrain (tools/doodle_drill.py): the labelled doodles and digits go through the
+    real db.py, the retrain snapshots them, both models are judged on fresh drawings of every family, and the gate
+    judges the candidate (a dry run: refused)."""
+    from tools import doodle_drill, unseen_doodles
+
+    argv = ["--examples", "6", "--digits", "40", "--fresh", "5", "--dry-run", "--snapshot-dir", str(tmp_path)]
+    assert doodle_drill.main(argv) == 0
+    out = capsys.readouterr().out
+    assert all(f"fed 6 {family} drawings labelled not a digit" in out for family in unseen_doodles.LABELLED)
+    table, gate = out.split("the gate, as make promote would judge it")
+    rows = [line.split() for line in table.splitlines() if line.startswith(("production ", "candidate "))]
+    assert [row[0] for row in rows] == ["production", "candidate"]
+    assert all(len(row) == 6 and all(value.endswith("%") for value in row[1:]) for row in rows)
+    assert "official test: candidate" in table
+    assert "refused: it was trained by a dry run" in gate, "a dry run never passes the gate"

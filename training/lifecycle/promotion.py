@@ -9,7 +9,9 @@ counts as wrong) and, for a model with the "not a digit" class, on the held-out 
 current production model the same way. It refuses, with a non-zero exit and `models/model.pth` untouched, unless
 the candidate passes the recipe's `Gate` (training.recipe): it reaches `min_official` (and `min_flagged`), neither
 digit figure falls more than `max_drop` below production's, and it flags non-digits no less than `max_flagged_drop`
-below production (or at all, if production does). On success the file is replaced atomically, the registry's alias
+below production (or at all, if production does). A retrained candidate whose feedback held out drawings users
+labelled "Not a digit" (at least MIN_LABELLED) must flag `min_labelled_flagged` of them: it learnt what they taught.
+On success the file is replaced atomically, the registry's alias
 `production` moves to the version and `previous` to the one before; the model it replaced is kept as
 `models/previous.pth` (git-ignored) and described in `models/production.json`.
 """
@@ -25,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from training.evaluation import calibration
@@ -32,11 +35,16 @@ from training.synthetic import drawn
 from training.lifecycle import registry
 from training.dataset import Split, load_mnist
 from training.synthetic.negatives import make_negatives
+from training.feedback import decode
 from training.loop import evaluate
 from training.evaluation.plots import plot_confusion
 from training.recipe import RECIPE, Gate
+from config.paths import PROJECT_DIR
 from config.settings import settings
+from inference.labels import NOT_DIGIT
 from inference.network import Checkpoint, ModelLoadError, knows_not_digit, load_checkpoint
+
+MIN_LABELLED = 5  # fewer held-out "not a digit" labels say too little to gate on
 
 
 class Paths:
@@ -49,20 +57,64 @@ class Paths:
         self.record = self.dir / "production.json"
 
 
-def gate_figures(checkpoint: Checkpoint, test: Split, heldout: torch.Tensor) -> dict[str, Any]:
-    """Official test accuracy, the drawn-digit check, and the share of `heldout` non-digits flagged (None for a
-    model without the class)."""
+def gate_figures(
+    checkpoint: Checkpoint, test: Split, heldout: torch.Tensor, labelled: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """Official test accuracy, the drawn-digit check, and the shares of `heldout` non-digits and of the non-digits
+    users `labelled` (None without them) flagged (None for a model without the class)."""
     report = evaluate(checkpoint.model, test)
-    flagged = None
+    flagged = labelled_flagged = None
     if knows_not_digit(checkpoint.model):
-        _, scores = calibration.scores(checkpoint.model, heldout)
-        flagged = float((scores >= checkpoint.model.reject_threshold).mean())
+        flagged = flagged_share(checkpoint, heldout)
+        labelled_flagged = flagged_share(checkpoint, labelled) if labelled is not None else None
     return {
         "official": report["accuracy"],
         "drawn": drawn.drawn_digit_accuracy(checkpoint.model, test.images, test.labels),
         "flagged": flagged,
+        "labelled_flagged": labelled_flagged,
         "report": report,
     }
+
+
+def judge(
+    candidate: Checkpoint, production: Checkpoint | None, data_dir: str | None, name: str = "candidate"
+) -> tuple[dict[str, Any], list[str]]:
+    """The gate's figures for `candidate` beside production's, printed as a table, and why it may not be promoted
+    (an empty list: it may). `make promote` and the drills judge by this."""
+    _, test, _ = load_mnist(data_dir)
+    heldout, _ = make_negatives(calibration.HELDOUT_NEGATIVES, "heldout", test.images, calibration.HELDOUT_SEED)
+    labelled = labelled_not_digits(candidate)
+    figures = gate_figures(candidate, test, heldout, labelled)
+    current = gate_figures(production, test, heldout, labelled) if production else None
+    print(f"{'':22}{'official test':>15}{'drawn check':>13}{'non-digits flagged':>20}")
+    for label, row in ((name, figures), ("production", current)):
+        if row is not None:
+            shown = "-" if row["flagged"] is None else f"{row['flagged']:.2%}"
+            print(f"{label:22}{row['official']:>15.2%}{row['drawn']:>13.2%}{shown:>20}")
+            if row["labelled_flagged"] is not None:
+                users = f"users' non-digits (held out, {0 if labelled is None else len(labelled)})"
+                print(f"{'':22}{users} flagged {row['labelled_flagged']:.1%}")
+    return figures, gate(figures, current, dry_run=bool(candidate.meta.get("dry_run")))
+
+
+def flagged_share(checkpoint: Checkpoint, images: torch.Tensor) -> float:
+    _, scores = calibration.scores(checkpoint.model, images)
+    return float((scores >= checkpoint.model.reject_threshold).mean())
+
+
+def labelled_not_digits(candidate: Checkpoint) -> torch.Tensor | None:
+    """The drawings users labelled "Not a digit" that the candidate's retrain held out (its feedback snapshot's
+    hold-out), as (N, 1, 28, 28) in [0, 1]; None when it has fewer than MIN_LABELLED or its snapshot is not here."""
+    folder = candidate.meta.get("feedback_snapshot")
+    manifest = PROJECT_DIR / str(folder) / "manifest.json" if folder else None
+    if manifest is None or not manifest.is_file():
+        return None
+    rows = json.loads(manifest.read_text())["rows"]
+    files = [manifest.parent / r["file"] for r in rows if r.get("split") == "holdout" and r["label"] == NOT_DIGIT]
+    pixels = [p for p in (decode(f.read_bytes()) for f in files if f.is_file()) if p is not None]
+    if len(pixels) < MIN_LABELLED:
+        return None
+    return torch.from_numpy(np.stack(pixels)).float().div_(255.0).unsqueeze(1)
 
 
 def gate(
@@ -77,6 +129,12 @@ def gate(
     flagged, production_flagged = candidate.get("flagged"), (production or {}).get("flagged")
     if flagged is not None and flagged < bars.min_flagged:
         reasons.append(f"it flags {flagged:.2%} of the held-out non-digits, below the {bars.min_flagged:.0%} bar")
+    labelled = candidate.get("labelled_flagged")
+    if labelled is not None and labelled < bars.min_labelled_flagged:
+        reasons.append(
+            f'it flags {labelled:.1%} of the held-out drawings users labelled "not a digit", below the '
+            f"{bars.min_labelled_flagged:.0%} bar: it has not learnt what they taught"
+        )
     if production is not None:
         for key, name in (("official", "official test"), ("drawn", "drawn-digit check")):
             if candidate[key] < production[key] - bars.max_drop:
@@ -143,17 +201,8 @@ def promote(version: str, data_dir: str | None) -> int:
             print(f"promotion refused: {exc}\n{paths.model} is unchanged.")
             return 1
         production = load_checkpoint(paths.model) if paths.model.is_file() else None
-        _, test, _ = load_mnist(data_dir)
         print(f"gate: version {version} against production ({paths.model}) ...")
-        heldout, _ = make_negatives(calibration.HELDOUT_NEGATIVES, "heldout", test.images, calibration.HELDOUT_SEED)
-        figures = gate_figures(candidate, test, heldout)
-        current = gate_figures(production, test, heldout) if production else None
-        print(f"{'':22}{'official test':>15}{'drawn check':>13}{'non-digits flagged':>20}")
-        for name, row in ((f"candidate v{version}", figures), ("production", current)):
-            if row is not None:
-                shown = "-" if row["flagged"] is None else f"{row['flagged']:.2%}"
-                print(f"{name:22}{row['official']:>15.2%}{row['drawn']:>13.2%}{shown:>20}")
-        reasons = gate(figures, current, dry_run=bool(candidate.meta.get("dry_run")))
+        figures, reasons = judge(candidate, production, data_dir, f"candidate v{version}")
         if reasons:
             print("promotion refused: " + "; ".join(reasons) + f".\n{paths.model} is unchanged.")
             return 1
