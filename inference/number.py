@@ -15,7 +15,8 @@ that pass for one digit are rarely sure to be one (side-by-side digits were the 
 number's confidence counts that doubt, so such a number is not given with confidence. Cutting a wide part at its
 valley, and refusing every doubted part, were tried and measured (BENCHMARKS.md): neither is done. Parts of very
 different sizes or heights are not a number at all: the drawing is read as one image, as a single digit is; so are
-two or three pieces that overlap or nearly touch when the whole is surely one digit (a 4 drawn open, a loose top).
+two or three pieces that overlap or nearly touch, together narrower than tall, when the whole is surely one digit
+(a 4 drawn open, a loose top).
 One part is a single digit, read exactly as `classify` reads it.
 """
 
@@ -47,6 +48,7 @@ SURE = 0.9  # (a wide 2 or 7 read with this confidence is one digit)
 SIZE_SPREAD = 0.4  # the shortest part of a number is at least this fraction of the tallest...
 WHOLE_SURE = 0.99  # pieces that overlap or nearly touch (CLOSE), read whole with this confidence, are one digit's
 CLOSE = 0.05
+ONE_WIDE = 0.8  # ... and together narrower than tall (two touching digits are wider: they are read part by part)
 MISALIGNED = 0.5  # ...and the parts' vertical centres lie within this fraction of the tallest part's height
 
 Box = tuple[int, int, int, int]  # (left, top, right, bottom) in the drawing's pixels, right and bottom exclusive
@@ -266,7 +268,10 @@ def one_digit_after_all(model: nn.Module, image_data: np.ndarray | Image.Image, 
     """A digit whose strokes came apart (a 4 drawn open, a 5's loose top) overlaps its pieces in x, as digits written
     with a space do not: read whole, it is surely one digit. None when it is not (then it is read part by part)."""
     tallest = max(bottom - top for _, top, _, bottom in boxes)
+    left, top, right, bottom = union_of(boxes)
     if not 1 < len(boxes) <= 3 or all(gap(a, b) > CLOSE * tallest for a, b in zip(boxes, boxes[1:])):
+        return None
+    if right - left > ONE_WIDE * (bottom - top):  # as wide as two digits side by side: not one digit's pieces
         return None
     whole = classify(model, image_data)
     return whole if whole.is_digit and whole.confidence >= WHOLE_SURE and whole.not_digit_score < 0.05 else None

@@ -115,7 +115,7 @@ def test_ordinals() -> None:
 
 def test_canvas_drawn_mnist_digits_stay_single_digits(checkpoint: utils.Checkpoint, digits: Any) -> None:
     """MNIST test digits drawn on the canvas one at a time (broken strokes and all): read as one digit, as classify
-    reads them, nearly always (6 in 10,000 split at the last measure: BENCHMARKS.md)."""
+    reads them, nearly always (7 in 10,000 split at the last measure: BENCHMARKS.md)."""
     images, labels = digits
     rng = np.random.default_rng(45)
     split = 0
