@@ -29,15 +29,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from inference.labels import MAX_DIGITS, NOT_DIGIT
-from inference.predict import (
-    Prediction,
-    classify,
-    convert_to_tensor,
-    get_confidence_scores,
-    not_digit_score,
-    to_png,
-)
+from inference.labels import MAX_DIGITS
+from inference.predict import Prediction, classify, convert_to_tensor, prediction_from, to_png
 from inference.preprocess import EmptyDrawingError, ink_mask, preprocess_image
 
 SAME_DIGIT = 0.5  # pieces sharing at least this share of the narrower one's width are one digit's strokes
@@ -210,15 +203,7 @@ def read_parts(model: nn.Module, ink: np.ndarray, pieces: list[Piece]) -> list[P
     batch = torch.cat([convert_to_tensor(x) for x in inputs]).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         logits = model(batch)
-    threshold = float(getattr(model, "reject_threshold", 1.0))
-    parts = []
-    for row, model_input in zip(logits, inputs):
-        probabilities = get_confidence_scores(row)
-        digit = int(np.argmax(probabilities))
-        score = not_digit_score(row)
-        is_digit = score < threshold or row.shape[-1] <= NOT_DIGIT
-        parts.append(Prediction(digit, probabilities[digit], probabilities, model_input, bool(is_digit), score))
-    return parts
+    return [prediction_from(model, row, model_input) for row, model_input in zip(logits, inputs)]
 
 
 def looks_touching(box: Box, part: Prediction) -> bool:

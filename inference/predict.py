@@ -62,6 +62,12 @@ def classify(model: nn.Module, image_data: np.ndarray | Image.Image) -> Predicti
     model_input = preprocess_image(image_data)
     with torch.inference_mode():
         logits = model(convert_to_tensor(model_input))
+    return prediction_from(model, logits, model_input)
+
+
+def prediction_from(model: nn.Module, logits: torch.Tensor, model_input: np.ndarray) -> Prediction:
+    """The model's answer for one input from its logits, (C,) or (1, C): the best digit and the ten probabilities,
+    and "not a digit" when that probability reaches the threshold the checkpoint carries."""
     probabilities = get_confidence_scores(logits)
     digit = int(np.argmax(probabilities))
     score = not_digit_score(logits)

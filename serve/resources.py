@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from config.paths import file_identity
 from config.settings import settings
 from inference.network import Checkpoint, load_checkpoint
 from storage.database import Database
@@ -35,11 +36,7 @@ def model_path() -> str:
 
 def file_version(path: str | None = None) -> tuple[int, int, int]:
     """What changes when the model file is replaced (a promotion's atomic rename gives it a new inode): one stat."""
-    try:
-        stat = Path(path or model_path()).stat()
-    except OSError:
-        return (0, 0, -1)  # load_checkpoint says what is wrong with it
-    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return file_identity(Path(path or model_path())) or (0, 0, -1)  # missing: load_checkpoint says what is wrong
 
 
 def checkpoint(path: str | None = None) -> Checkpoint:

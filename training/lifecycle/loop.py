@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from config.paths import file_identity
 from config.settings import settings
 from storage.database import Database
 from storage.loop_facts import WAITING, LoopFacts, read, record_check
@@ -99,11 +100,10 @@ def production_made_at(model: Path, remembered: Path) -> dt.datetime:
     from `remembered` (kept with the file's identity: inode, mtime, size), from the promotion's record beside the
     model (production.json, when its sha256 is the file's), or from the checkpoint itself: a check with nothing to do
     need not import torch, and a promoted file is a new identity."""
-    try:
-        stat = model.stat()
-    except OSError:
+    found = file_identity(model)
+    if found is None:
         return EPOCH
-    identity = [stat.st_ino, stat.st_mtime_ns, stat.st_size]
+    identity = list(found)  # as JSON keeps it
     try:
         known = json.loads(remembered.read_text())
         if known["file"] == identity:
