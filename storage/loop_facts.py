@@ -73,21 +73,19 @@ def record_check(database: Database, entry: dict[str, Any]) -> None:
     """One check's row in loop_checks (what /metrics reads back); DatabaseUnavailable when it cannot be written."""
 
     def write(cur: Any) -> None:
-        database._ensure_schema_in(cur)
         cur.execute(
             "INSERT INTO loop_checks (decision, candidate_version, reasons, facts) VALUES (%s, %s, %s, %s)",
             (entry["decision"], entry.get("candidate_version"), json.dumps(entry["reasons"]),
              json.dumps(entry["facts"])),
         )  # fmt: skip
 
-    database._bounded(lambda: database._run(write), database.read_wait())
+    database.transact(write)
 
 
 def last_check(database: Database) -> dict[str, Any] | None:
     """The newest check: checked_at (epoch seconds), decision, candidate_version and reasons; None before the first."""
 
     def run(cur: Any) -> dict[str, Any] | None:
-        database._ensure_schema_in(cur)
         cur.execute(
             "SELECT extract(epoch FROM checked_at)::float8 AS checked_at, decision, candidate_version, reasons "
             "FROM loop_checks ORDER BY id DESC LIMIT 1"
@@ -95,7 +93,7 @@ def last_check(database: Database) -> dict[str, Any] | None:
         row = cur.fetchone()
         return dict(row) if row else None
 
-    return database._bounded(lambda: database._run(run), database.read_wait())
+    return database.transact(run)
 
 
 def read(
@@ -108,14 +106,13 @@ def read(
     params = {"since": since, "window": window, "baseline": window - dt.timedelta(days=window_days * BASELINE_WINDOWS)}
 
     def run(cur: Any) -> LoopFacts:
-        database._ensure_schema_in(cur)
         cur.execute(QUERY, params)
         window = {key: int(value) for key, value in dict(cur.fetchone()).items()}
         cur.execute(COUNT_SQL, {**trust.params(), "since": since})
         labels = {f"new_{key}": int(value) for key, value in dict(cur.fetchone()).items()}
         return LoopFacts(**labels, **window)
 
-    return database._bounded(lambda: database._run(run), database.read_wait())
+    return database.transact(run)
 
 
 WEEKLY_SQL = f"""
@@ -150,7 +147,6 @@ def promotions(database: Database, limit: int = 20) -> list[dict[str, Any]]:
     """The loop's checks that shipped or left a candidate, newest first, with their reasons."""
 
     def run(cur: Any) -> list[dict[str, Any]]:
-        database._ensure_schema_in(cur)
         cur.execute(
             "SELECT checked_at, decision, candidate_version, reasons FROM loop_checks "
             "WHERE candidate_version IS NOT NULL ORDER BY id DESC LIMIT %s",
@@ -158,15 +154,14 @@ def promotions(database: Database, limit: int = 20) -> list[dict[str, Any]]:
         )
         return [dict(row) for row in cur.fetchall()]
 
-    return database._bounded(lambda: database._run(run), database.read_wait())
+    return database.transact(run)
 
 
 def _recent(database: Database, sql: str, span: dt.timedelta) -> list[dict[str, Any]]:
     since = dt.datetime.now(dt.timezone.utc) - span
 
     def run(cur: Any) -> list[dict[str, Any]]:
-        database._ensure_schema_in(cur)
         cur.execute(sql, {"since": since})
         return [dict(row) for row in cur.fetchall()]
 
-    return database._bounded(lambda: database._run(run), database.read_wait())
+    return database.transact(run)

@@ -123,6 +123,16 @@ class Reads(Connections):
     _ensure_schema_in: Callable[[Any], None]
     ensure_ready: Callable[[], None]
 
+    def transact(self, work: Callable[[Any], T], wait: float | None = None) -> T:
+        """`work(cursor)` in one transaction on the current schema (migrated first if need be), waiting at most the
+        read wait (or `wait`); DatabaseUnavailable when the database does not answer in time."""
+
+        def run(cur: Any) -> T:
+            self._ensure_schema_in(cur)
+            return work(cur)
+
+        return self._bounded(lambda: self._run(run), self.read_wait() if wait is None else wait)
+
     def get_prediction_history(
         self,
         limit: int = 100,
@@ -146,7 +156,6 @@ class Reads(Connections):
         params += [limit, offset]
 
         def read(cur: Any) -> list[dict[str, Any]]:
-            self._ensure_schema_in(cur)
             # A page is a walk down one of the newest-first indexes. The planner cannot estimate
             # `true_label = predicted_digit` (it guesses a tiny share of rows; in real traffic it is a large one), and
             # on that guess it reads a deep page as a bitmap scan of every older right answer, then a sort. Without
@@ -158,7 +167,7 @@ class Reads(Connections):
                 r["image"] = bytes(r["image"]) if r["image"] is not None else None
             return rows
 
-        return self._bounded(lambda: self._run(read), self.read_wait())
+        return self.transact(read)
 
     def export_csv(
         self, digit: int | None = None, correct: bool | None = None, not_digit: bool | None = None
@@ -214,25 +223,23 @@ class Reads(Connections):
             sql, params = "SELECT count(*) AS n FROM predictions WHERE visitor = %s", [check_visitor(visitor)]
 
         def read(cur: Any) -> int:
-            self._ensure_schema_in(cur)
             cur.execute(sql, params)
             return int(cur.fetchone()["n"])
 
-        return int(self._bounded(lambda: self._run(read), self.read_wait()))
+        return int(self.transact(read))
 
     def count_labelled(self) -> int:
         """How many predictions carry a user's answer (a digit or "not a digit") and the image the model saw (what
         retraining can use)."""
 
         def read(cur: Any) -> int:
-            self._ensure_schema_in(cur)
             cur.execute(
                 "SELECT count(*) AS n FROM predictions "
                 "WHERE (true_label IS NOT NULL OR labelled_not_digit) AND image IS NOT NULL"
             )
             return int(cur.fetchone()["n"])
 
-        return self._bounded(lambda: self._run(read), self.read_wait())
+        return self.transact(read)
 
     def iter_labelled(self, batch_size: int = 1000, trust: Trust | None = None) -> Iterator[dict[str, Any]]:
         """Every labelled prediction with its image, oldest first, streamed through a server-side cursor: the rows
@@ -259,7 +266,6 @@ class Reads(Connections):
         feedback accuracy the operator's dashboard shows (Stats' `feedback_accuracy`)."""
 
         def read(cur: Any) -> tuple[int, int]:
-            self._ensure_schema_in(cur)
             cur.execute(
                 "SELECT coalesce(sum(n) FILTER (WHERE answer >= 0), 0)::bigint AS labelled, coalesce(sum(n) FILTER "
                 "(WHERE (answer = predicted_digit AND NOT flagged) OR (answer = %s AND flagged)), 0)::bigint AS right "
@@ -269,7 +275,7 @@ class Reads(Connections):
             row = cur.fetchone()
             return int(row["labelled"]), int(row["right"])
 
-        return self._bounded(lambda: self._run(read), self.read_wait())
+        return self.transact(read)
 
     def get_stats(self, days: int = 30) -> dict[str, Any]:
         """Totals, accuracy on digit feedback (overall and per true digit) and on all feedback ("not a digit"
@@ -281,7 +287,6 @@ class Reads(Connections):
             raise ValueError("days must be a whole number from 1 to 3660.")
 
         def read(cur: Any) -> dict[str, Any]:
-            self._ensure_schema_in(cur)
             cur.execute(
                 "SELECT predicted_digit, answer, flagged, sum(n)::bigint AS n FROM prediction_counts "
                 "GROUP BY 1, 2, 3 HAVING sum(n) <> 0"
@@ -306,7 +311,7 @@ class Reads(Connections):
             cur.execute(NUMBERS_SQL)
             return {"cells": cells, "daily": daily, "latency": latency, "numbers": dict(cur.fetchone())}
 
-        raw = self._bounded(lambda: self._run(read), self.read_wait())
+        raw = self.transact(read)
         stats, numbers = summarise(raw["cells"], raw["daily"], raw["latency"]), raw["numbers"]
         # `total` counts rows: a number's digits are counted in the digit figures, the number once here.
         return {**stats, "total": stats["total"] - numbers["digits"] + numbers["read"], "numbers": numbers}

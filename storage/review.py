@@ -29,11 +29,10 @@ def count_since(database: Database, trust: Trust, since: dt.datetime) -> LabelCo
     """The labels given since `since`, by what a retraining set would do with them."""
 
     def run(cur: Any) -> LabelCounts:
-        database._ensure_schema_in(cur)
         cur.execute(COUNT_SQL, {**trust.params(), "since": since})
         return LabelCounts(**{key: int(value) for key, value in dict(cur.fetchone()).items()})
 
-    return database._bounded(lambda: database._run(run), database.read_wait())
+    return database.transact(run)
 
 
 def held_labels(database: Database, trust: Trust, limit: int = 20) -> list[dict[str, Any]]:
@@ -41,11 +40,10 @@ def held_labels(database: Database, trust: Trust, limit: int = 20) -> list[dict[
     (`answer`, -1 for "not a digit"), the labeller and the image the model saw (PNG bytes)."""
 
     def run(cur: Any) -> list[dict[str, Any]]:
-        database._ensure_schema_in(cur)
         cur.execute(HELD_SQL, {**trust.params(), "limit": limit})
         return [{**row, "image": bytes(row["image"])} for row in cur.fetchall()]
 
-    return database._bounded(lambda: database._run(run), database.read_wait())
+    return database.transact(run)
 
 
 def review_label(database: Database, prediction_id: int, review: str) -> bool:
@@ -55,11 +53,11 @@ def review_label(database: Database, prediction_id: int, review: str) -> bool:
         raise ValueError(f"review must be one of {', '.join(REVIEWS)}.")
 
     def run(cur: Any) -> bool:
-        database._ensure_schema_in(cur)
         cur.execute(
-            "UPDATE predictions SET label_review = %s WHERE id = %s AND (true_label IS NOT NULL OR labelled_not_digit)",
+            "UPDATE predictions SET label_review = %s WHERE id = %s "
+            "AND (true_label IS NOT NULL OR labelled_not_digit OR true_number IS NOT NULL)",
             (review, prediction_id),
         )
         return bool(cur.rowcount)
 
-    return database._bounded(lambda: database._run(run), database.write_timeout)
+    return database.transact(run, database.write_timeout)

@@ -12,9 +12,11 @@ import pytest
 
 import db
 import utils
+from storage import review
 from storage.trust import Trust
 
 PNG = utils.to_png(np.zeros((28, 28)))
+TRUST = Trust(per_labeller=50, hold_confidence=0.99, corroboration=5)
 
 
 def part(digit: int, confidence: float, left: int) -> dict[str, Any]:
@@ -57,12 +59,16 @@ def test_each_digit_of_a_labelled_number_is_an_example_of_its_own(database: db.D
     database.set_true_label(wrong, None, "b", number="77")  # a confident 1 called 7 by one labeller: held
     other_length = log_number(database, "305")
     database.set_true_label(other_length, None, "c", number="3055")  # parts cannot be matched to digits: none
-    rows = list(database.iter_labelled(trust=Trust(per_labeller=50, hold_confidence=0.99, corroboration=5)))
+    rows = list(database.iter_labelled(trust=TRUST))
     examples = {(row["id"], row["part"]): row for row in rows}
     assert set(examples) == {(right, 1), (right, 2), (wrong, 1), (wrong, 2)}
     assert [examples[right, 1]["true_label"], examples[right, 2]["true_label"]] == [4, 2]
     assert examples[right, 2]["image"] == utils.to_png(np.full((28, 28), 0.2)), "the part's own 28x28 input"
     assert examples[wrong, 1]["held"] and not examples[wrong, 2]["held"]
+    (held,) = review.held_labels(database, TRUST)
+    assert (held["id"], held["part"], held["answer"]) == (wrong, 1, 7)
+    assert review.review_label(database, wrong, "accepted"), "the operator's decision reaches a number's row"
+    assert not any(row["held"] for row in database.iter_labelled(trust=TRUST))
 
 
 def test_a_number_label_is_checked(database: db.Database) -> None:
