@@ -42,7 +42,11 @@ def stats_section(checkpoint: Checkpoint, database: Database) -> None:
 def counts_row(stats: dict[str, Any]) -> None:
     total_col, labelled_col, accuracy_col = st.columns(3)
     total_col.metric("Predictions", f"{stats['total']:,}")
-    labelled_col.metric("With feedback", f"{stats['labelled'] + stats['not_digit']['said_not_digit']:,}")
+    labelled_col.metric(
+        "With feedback",
+        f"{stats['labelled'] + stats['not_digit']['said_not_digit']:,}",
+        help="Answers users confirmed or corrected; each digit of a number they typed counts as one, as below.",
+    )
     accuracy = stats["feedback_accuracy"]
     accuracy_col.metric(
         "Accuracy on feedback",
