@@ -22,6 +22,7 @@ One part is a single digit, read exactly as `classify` reads it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,8 +31,8 @@ from PIL import Image
 from torch import nn
 
 from inference.labels import MAX_DIGITS
-from inference.predict import Prediction, classify, convert_to_tensor, prediction_from, to_png
-from inference.preprocess import EmptyDrawingError, ink_mask, preprocess_image
+from inference.predict import Prediction, convert_to_tensor, prediction_from, read_input, to_png
+from inference.preprocess import EmptyDrawingError, Ink, fit_ink, preprocess_image, read_ink
 
 SAME_DIGIT = 0.5  # pieces sharing at least this share of the narrower one's width are one digit's strokes
 NEAR = 0.3  # a low piece within this fraction of the tallest digit's height of a digit is part of it
@@ -41,6 +42,7 @@ SURE = 0.9  # (a wide 2 or 7 read with this confidence is one digit)
 SIZE_SPREAD = 0.4  # the shortest part of a number is at least this fraction of the tallest...
 WHOLE_SURE = 0.99  # pieces that overlap or nearly touch (CLOSE), read whole with this confidence, are one digit's
 CLOSE = 0.05
+WHOLE_DOUBT = 0.05  # ... and a "not a digit" score below this
 ONE_WIDE = 0.8  # ... and together narrower than tall (two touching digits are wider: they are read part by part)
 MISALIGNED = 0.5  # ...and the parts' vertical centres lie within this fraction of the tallest part's height
 
@@ -230,16 +232,17 @@ def ordinal(index: int) -> str:
 
 def read_number(model: nn.Module, image_data: np.ndarray | Image.Image) -> NumberReading:
     """The drawing read as a number of 1 to MAX_DIGITS digits (raises `EmptyDrawingError` for nothing to read)."""
-    ink, mask = ink_mask(image_data)
+    read = read_ink(image_data)  # once: the whole drawing's input and the parts' are cut from it
+    ink, mask = read.level, read.mask
     pieces = digit_pieces(mask)
     boxes = [piece.box for piece in pieces]
     if not boxes:
         raise EmptyDrawingError("Draw a digit first: the image has no visible ink.")
-    whole = one_digit_after_all(model, image_data, boxes)
+    whole = one_digit_after_all(model, read, boxes)
     if whole is not None:
-        return NumberReading([whole], [scale_box(union_of(boxes), ink, image_data)])
+        return NumberReading([whole], [scale_box(functools.reduce(union, boxes), ink, image_data)])
     if len(boxes) == 1 or len(boxes) > MAX_DIGITS or not looks_like_a_number(boxes):
-        whole = classify(model, image_data)  # one digit, or not a number: read as one image, as always
+        whole = read_input(model, fit_ink(read))  # one digit, or not a number: read as one image, as `classify` does
         box = (0, 0, mask.shape[1], mask.shape[0]) if len(boxes) != 1 else boxes[0]
         problem = None if whole.is_digit else "It doesn't look like a digit."
         return NumberReading([whole], [scale_box(box, ink, image_data)], problem)
@@ -249,24 +252,17 @@ def read_number(model: nn.Module, image_data: np.ndarray | Image.Image) -> Numbe
     return NumberReading(parts, scaled, problem_with(parts, touching), touching)
 
 
-def one_digit_after_all(model: nn.Module, image_data: np.ndarray | Image.Image, boxes: list[Box]) -> Prediction | None:
+def one_digit_after_all(model: nn.Module, read: Ink, boxes: list[Box]) -> Prediction | None:
     """A digit whose strokes came apart (a 4 drawn open, a 5's loose top) overlaps its pieces in x, as digits written
     with a space do not: read whole, it is surely one digit. None when it is not (then it is read part by part)."""
     tallest = max(bottom - top for _, top, _, bottom in boxes)
-    left, top, right, bottom = union_of(boxes)
+    left, top, right, bottom = functools.reduce(union, boxes)
     if not 1 < len(boxes) <= 3 or all(gap(a, b) > CLOSE * tallest for a, b in zip(boxes, boxes[1:])):
         return None
     if right - left > ONE_WIDE * (bottom - top):  # as wide as two digits side by side: not one digit's pieces
         return None
-    whole = classify(model, image_data)
-    return whole if whole.is_digit and whole.confidence >= WHOLE_SURE and whole.not_digit_score < 0.05 else None
-
-
-def union_of(boxes: list[Box]) -> Box:
-    out = boxes[0]
-    for box in boxes[1:]:
-        out = union(out, box)
-    return out
+    whole = read_input(model, fit_ink(read))
+    return whole if whole.is_digit and whole.confidence >= WHOLE_SURE and whole.not_digit_score < WHOLE_DOUBT else None
 
 
 def scale_box(box: Box, ink: np.ndarray, image_data: np.ndarray | Image.Image) -> Box:

@@ -59,7 +59,11 @@ def not_digit_score(output_tensor: torch.Tensor) -> float:
 def classify(model: nn.Module, image_data: np.ndarray | Image.Image) -> Prediction:
     """Preprocess + predict in one call (raises `EmptyDrawingError` for nothing to read). `is_digit` is False when the
     model's "not a digit" probability reaches the threshold its checkpoint carries; `digit` is still the best guess."""
-    model_input = preprocess_image(image_data)
+    return read_input(model, preprocess_image(image_data))
+
+
+def read_input(model: nn.Module, model_input: np.ndarray) -> Prediction:
+    """`classify` of an input already preprocessed: one forward pass."""
     with torch.inference_mode():
         logits = model(convert_to_tensor(model_input))
     return prediction_from(model, logits, model_input)

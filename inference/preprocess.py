@@ -7,6 +7,8 @@ print(preprocess_image(np.eye(280, dtype=np.uint8) * 255).shape)"
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -111,8 +113,25 @@ def _downscale(ink: np.ndarray, max_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(ink, mode="F").resize(size, Image.Resampling.BOX))
 
 
-def _ink_and_mask(image_data: np.ndarray | Image.Image) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """(ink map, where the ink is, the background's level, the ink's span above it); EmptyDrawingError without ink."""
+@dataclass(frozen=True)
+class Ink:
+    """A drawing's ink, read once: the ink map (downscaled past WORK_SIDE), where the ink is, the background's level
+    and the ink's span above it. `preprocess_image` fits it into MNIST's field; inference.number splits it."""
+
+    ink: np.ndarray
+    mask: np.ndarray
+    background: float
+    span: float
+
+    @property
+    def level(self) -> np.ndarray:
+        """(H, W) float32 ink in [0, 1] with the background at 0."""
+        return np.clip((self.ink - self.background) / self.span, 0.0, 1.0).astype(np.float32)
+
+
+def read_ink(image_data: np.ndarray | Image.Image) -> Ink:
+    """The drawing's ink (see `Ink`); EmptyDrawingError when there is none, ValueError for input that is not an
+    image."""
     arr, top = _pixels(image_data)
     ink = _downscale(_ink_map(arr, top), WORK_SIDE)
     border = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
@@ -121,14 +140,7 @@ def _ink_and_mask(image_data: np.ndarray | Image.Image) -> tuple[np.ndarray, np.
     if span < MIN_CONTRAST:
         raise EmptyDrawingError("Draw a digit first: the image has no visible ink.")
     # Ink is what stands above the background by more than the noise floor (paper texture, JPEG noise).
-    return ink, ink > background + NOISE_FLOOR * span, background, span
-
-
-def ink_mask(image_data: np.ndarray | Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) ink in [0, 1] with the background at 0 (downscaled past WORK_SIDE), and the mask of what is ink: what
-    inference.number splits into digits."""
-    ink, mask, background, span = _ink_and_mask(image_data)
-    return np.clip((ink - background) / span, 0.0, 1.0).astype(np.float32), mask
+    return Ink(ink, ink > background + NOISE_FLOOR * span, background, span)
 
 
 def preprocess_image(image_data: np.ndarray | Image.Image) -> np.ndarray:
@@ -139,7 +151,12 @@ def preprocess_image(image_data: np.ndarray | Image.Image) -> np.ndarray:
     a 20x20 box keeping its aspect ratio (anti-aliased) and placed so its centre of mass is at the field's centre.
     Raises `EmptyDrawingError` when there is no digit to read, `ValueError` for input that is not an image.
     """
-    ink, mask, background, span = _ink_and_mask(image_data)
+    return fit_ink(read_ink(image_data))
+
+
+def fit_ink(read: Ink) -> np.ndarray:
+    """`preprocess_image` from ink already read: the (28, 28) model input."""
+    ink, mask, background, span = read.ink, read.mask, read.background, read.span
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:

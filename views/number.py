@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from inference.number import NumberReading
 from inference.predict import format_confidence
-from inference.preprocess import ink_mask
+from inference.preprocess import read_ink
 from storage.database import Database
 from storage.spool import SpoolFull
 from views import session
@@ -43,7 +43,7 @@ number_panel = st.components.v2.component(
 def annotated_drawing(image_data: np.ndarray | Image.Image, reading: NumberReading) -> bytes:
     """The drawing's ink around the digits (light on dark, whatever the paper), PICTURE_HEIGHT tall, each part boxed
     and its digit and confidence written under it: a PNG."""
-    ink, _ = ink_mask(image_data)
+    ink = read_ink(image_data).level
     factor = ink.shape[1] / (image_data.width if isinstance(image_data, Image.Image) else image_data.shape[1])
     boxes = [[v * factor for v in box] for box in reading.boxes]  # the drawing's pixels -> the ink map's
     pad = 0.15 * max(bottom - top for _, top, _, bottom in boxes)
