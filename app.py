@@ -163,7 +163,7 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
             result["id"] = record.log_reading(
                 database,
                 result.get("checkpoint", checkpoint),  # a session's result from before the swap-aware page
-                result.get("reading") or utils.NumberReading([prediction], [(0, 0, 0, 0)]),  # one digit's, kept as is
+                result.get("reading") or prediction,  # a session's result from before numbers: its prediction
                 result.get("inference_ms"),
                 SOURCES[slot],
                 session.visitor_id(),

@@ -149,16 +149,9 @@ def answer_image(body: bytes) -> dict[str, Any]:
 
 def reading_answer(reading: NumberReading) -> dict[str, Any]:
     """A single digit's fields as they have always been; a number's, with each part's."""
-    if reading.is_single:
-        prediction = reading.parts[0]
-        return {
-            "digit": prediction.digit,
-            "confidence": prediction.confidence,
-            "probabilities": prediction.probabilities,
-            "is_digit": prediction.is_digit,
-            "not_digit_score": prediction.not_digit_score,
-        }
     digits = record.part_fields(reading)
+    if reading.is_single:  # the answer one digit has always had: its part's fields, without a box
+        return {key: value for key, value in digits[0].items() if key != "box"}
     return {
         "number": reading.number,
         "problem": reading.problem,

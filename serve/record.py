@@ -15,66 +15,55 @@ from serve import metrics
 from storage.database import Database
 
 
-def log_prediction(
-    database: Database,
-    checkpoint: Checkpoint,
-    prediction: Prediction,
-    inference_ms: float | None,
-    source: str,
-    visitor: str | None = None,
-    request_id: str | None = None,
-) -> int:
-    """Log the answer shown (or sent) now and count it; returns the row id (negative while spooled). Waits at most
-    DB_WRITE_TIMEOUT (~1 s), then the write is kept in the spool; SpoolFull when that is at its cap."""
-    knows = knows_not_digit(checkpoint.model)  # a model without "not a digit" logs NULL, not a made-up verdict
-    with metrics.timed_write():
-        row_id = database.log_prediction(
-            prediction.digit,
-            prediction.confidence,
-            prediction.probabilities,
-            prediction.png,
-            checkpoint.version,
-            inference_ms,
-            prediction.is_digit if knows else None,
-            prediction.not_digit_score if knows else None,
-            visitor=visitor,
-            source=source,
-            request_id=request_id,
-        )
-    metrics.answered(source, prediction.is_digit, inference_ms)  # counted once kept: SpoolFull is a refusal
-    return row_id
-
-
 def log_reading(
     database: Database,
     checkpoint: Checkpoint,
-    reading: NumberReading,
+    answer: NumberReading | Prediction,
     inference_ms: float | None,
     source: str,
     visitor: str | None = None,
     request_id: str | None = None,
 ) -> int:
-    """`log_prediction` for a reading: one digit's row as always, or a number's row with its parts (their digits,
-    boxes, confidences and 28x28 inputs); the row's answer is the number as shown."""
-    if reading.is_single:
-        return log_prediction(database, checkpoint, reading.parts[0], inference_ms, source, visitor, request_id)
+    """Log the answer shown (or sent) now and count it; returns the row id (negative while spooled). One digit's row
+    as always, or a number's row with its parts. Waits at most DB_WRITE_TIMEOUT (~1 s), then the write is kept in the
+    spool; SpoolFull when that is at its cap."""
+    fields = row_fields(checkpoint, answer)
     with metrics.timed_write():
         row_id = database.log_prediction(
-            reading.parts[0].digit,
-            reading.confidence,
-            None,
-            reading.png,
-            checkpoint.version,
-            inference_ms,
-            reading.is_number,
-            max(part.not_digit_score for part in reading.parts),
+            **fields,
+            model_version=checkpoint.version,
+            inference_ms=inference_ms,
             visitor=visitor,
             source=source,
             request_id=request_id,
-            digits=number_parts(reading),
         )
-    metrics.answered(source, reading.is_number, inference_ms)
+    metrics.answered(source, fields["is_digit"] is not False, inference_ms)  # counted once kept: SpoolFull refuses
     return row_id
+
+
+def row_fields(checkpoint: Checkpoint, answer: NumberReading | Prediction) -> dict[str, Any]:
+    """The row's answer as shown: a digit's prediction (a model without "not a digit" logs NULL for it, not a
+    made-up verdict), or a number's (its first digit, the chance every digit is right, the parts' inputs side by
+    side, whether it read as a number, and each part)."""
+    if isinstance(answer, Prediction) or answer.is_single:
+        prediction = answer if isinstance(answer, Prediction) else answer.parts[0]
+        knows = knows_not_digit(checkpoint.model)
+        return {
+            "predicted_digit": prediction.digit,
+            "confidence": prediction.confidence,
+            "probabilities": prediction.probabilities,
+            "image_png": prediction.png,
+            "is_digit": prediction.is_digit if knows else None,
+            "not_digit_score": prediction.not_digit_score if knows else None,
+        }
+    return {
+        "predicted_digit": answer.parts[0].digit,
+        "confidence": answer.confidence,
+        "image_png": answer.png,
+        "is_digit": answer.is_number,
+        "not_digit_score": max(part.not_digit_score for part in answer.parts),
+        "digits": number_parts(answer),
+    }
 
 
 def part_fields(reading: NumberReading) -> list[dict[str, Any]]:
