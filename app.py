@@ -31,8 +31,6 @@ from views import answer, history, number, session, stats
 DRAW_COLUMNS = (0.42, 0.58)  # of the centred page's 736 px: the 280 px canvas, and the answer beside it
 SOURCES = {"draw_result": "page", "upload_result": "upload"}  # a result's slot -> the row's source (db.SOURCES)
 NOT_A_DIGIT_ANSWER = "This doesn't look like a digit"  # the page's words for the model's "not a digit" answer
-# The database away and the spool at SPOOL_MAX_MB: an answer that could not be kept is not shown.
-SPOOL_FULL = "The database is unreachable and this server cannot keep more until it is back: nothing was saved."
 COMPONENTS_DIR = Path(__file__).resolve().parent / "components"  # the custom elements' CSS and JS, read at import
 
 st.set_page_config(page_title="MNIST Digit Classifier", page_icon=":material/draw:", layout="centered")
@@ -169,7 +167,7 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
                 session.visitor_id(),
             )
         except db.SpoolFull:  # not kept, so not shown: the next Predict (or rerun) tries again
-            st.error(SPOOL_FULL + " Please try again in a few minutes.", icon=":material/cloud_off:")
+            st.error(answer.SPOOL_FULL + " Please try again in a few minutes.", icon=":material/cloud_off:")
             return
     elif result["id"] < 0:
         result["id"] = database.resolve(result["id"])  # replayed since it was spooled: its row's real id
@@ -194,7 +192,9 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
     result_panel(
         data=answer.panel_data(result),
         key=f"{slot}-panel",
-        on_label_change=functools.partial(save_label, database, slot),
+        on_label_change=functools.partial(
+            answer.save_feedback, database, slot, f"{slot}-panel", "label", lambda: metrics.labelled(SOURCES[slot])
+        ),
     )
     if result.get("label_error"):
         st.error(result.pop("label_error"))
@@ -202,23 +202,6 @@ def show_result(checkpoint: utils.Checkpoint, database: db.Database, slot: str) 
         where = f"prediction #{result['id']}" if not waiting else "this prediction (saved locally)"
         given, verdict = answer.feedback_verdict(prediction, result["label"])
         st.success(f"Thanks! Saved {given} for {where}: {verdict}. You can still change it.")
-
-
-def save_label(database: db.Database, slot: str) -> None:
-    """The panel sent a label (a callback: it runs before the rerun, so the panel then shows the saved label)."""
-    result = st.session_state.get(slot)
-    label = st.session_state[f"{slot}-panel"]["label"]
-    if not result or result["id"] is None or label is None:
-        return
-    try:
-        stored = database.set_true_label(database.resolve(result["id"]), label, session.visitor_id())  # validated
-        result["label"] = label
-        result["label_spooled"] = not stored
-        metrics.labelled(SOURCES[slot])
-    except ValueError as exc:
-        result["label_error"] = f"Could not save the label: {exc}"
-    except db.SpoolFull:
-        result["label_error"] = f"Could not save the label: {SPOOL_FULL}"
 
 
 # ----------------------------------------------------------------------------------------------------------------

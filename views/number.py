@@ -23,8 +23,7 @@ from inference.number import NumberReading
 from inference.predict import format_confidence
 from inference.preprocess import read_ink
 from storage.database import Database
-from storage.spool import SpoolFull
-from views import session
+from views import answer
 
 COMPONENTS_DIR = Path(__file__).resolve().parent.parent / "components"
 PICTURE_HEIGHT = 110  # the annotated drawing's ink height in pixels (shown at about 2/3 of that: sharp on phones)
@@ -96,26 +95,10 @@ def number_answer(result: dict[str, Any], database: Database, slot: str, counted
             "label": result["label"],
         },
         key=f"{slot}-number-panel",
-        on_number_change=lambda: save_number(database, slot, counted),
+        on_number_change=lambda: answer.save_feedback(database, slot, f"{slot}-number-panel", "number", counted),
     )
     if result.get("label_error"):
         st.error(result.pop("label_error"))
     elif result["label"] is not None:
         verdict = "correct" if result["label"] == reading.number else f"wrong (read {reading.number or 'no number'})"
         st.success(f"Thanks! Saved **{result['label']}** for prediction #{result['id']}: {verdict}.")
-
-
-def save_number(database: Database, slot: str, counted: Callable[[], None]) -> None:
-    """The panel sent the number the user wrote (a callback, run before the rerun that shows it saved)."""
-    result = st.session_state.get(slot)
-    number = st.session_state[f"{slot}-number-panel"]["number"]
-    if not result or result["id"] is None or number is None:
-        return
-    try:
-        stored = database.set_true_label(database.resolve(result["id"]), None, session.visitor_id(), number=number)
-        result["label"], result["label_spooled"] = number.strip(), not stored
-        counted()
-    except ValueError as exc:
-        result["label_error"] = f"Could not save the number: {exc}"
-    except SpoolFull:
-        result["label_error"] = "Could not save the number: the database is unreachable and nothing more can be kept."
