@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 SOURCES := *.py config access inference storage serve views training tools tests
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
-.PHONY: help install run check test lint format typecheck train leave-out evaluate experiments promote rollback loop loop-drill retrain retrain-drill doodle-drill \
+.PHONY: help install run check test lint format typecheck train leave-out trials evaluate experiments promote rollback loop loop-drill retrain retrain-drill doodle-drill \
 	mlflow loadtest loadtest-api bench bench-burst bench-inserts bench-history bench-numbers drill-rolling data prune up down logs clean
 
 help: ## List the targets
@@ -63,6 +63,10 @@ train: install ## The production recipe from scratch (digits, then not a digit; 
 leave-out: install ## Leave-family-out folds of the newest run's stage 2 -> models/leave_out.json + the card's table
 	$(PY) -m training.evaluation.leave_out --digits "$$(ls -td data/runs/*/digits.pth | head -1)"
 	$(PY) -m training.evaluation.leave_out --report
+
+trials: install ## The second design's trials (a rotation task, an ensemble) on the leave-family-out folds -> models/trials.json + the card
+	$(PY) -m training.evaluation.trials --digits "$$(ls -td data/runs/*/digits.pth | head -1)"
+	$(PY) -m training.evaluation.trials --report
 
 evaluate: install ## Test-set accuracy, per-class P/R/F1, models/confusion_matrix.png for the shipped model
 	$(PY) train.py --evaluate models/model.pth

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from inference.labels import CLASSES, NOT_DIGIT
 from inference.network import MNISTClassifier
+from training.auxiliary import RotationHead, logits_and_rotation_loss
 from training.dataset import Split, augment
 from training.recipe import Recipe
 from training.lifecycle.registry import Run
@@ -43,12 +44,14 @@ def pick_device(name: str) -> torch.device:
 
 @dataclass
 class Optimization:
-    """What one epoch steps: the optimizer, its schedule, the weights' EMA (or None) and the shuffling generator."""
+    """What one epoch steps: the optimizer, its schedule, the weights' EMA (or None), the shuffling generator and
+    the rotation head of the auxiliary task (None: the recipe's rotation_weight is 0)."""
 
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: AveragedModel | None
     generator: torch.Generator
+    rotation: RotationHead | None = None
 
 
 def train(
@@ -78,8 +81,12 @@ def train(
         # Channels-last: the layout oneDNN's CPU convolutions are fastest in.
         x = augment(images, opt.generator, recipe.augmentation).to(device).contiguous(memory_format=torch.channels_last)
         y = labels.to(device)
-        logits = model(x)
+        if opt.rotation is None:
+            logits, auxiliary = model(x), torch.zeros((), device=device)
+        else:
+            logits, auxiliary = logits_and_rotation_loss(model, opt.rotation, x, labels, opt.generator)
         loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing or 0.0)
+        loss = loss + recipe.rotation_weight * auxiliary
         opt.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         opt.optimizer.step()
@@ -175,13 +182,18 @@ class Fit:
 def optimization(model: MNISTClassifier, recipe: Recipe, lr: float, epochs: int, steps_per_epoch: int) -> Optimization:
     """AdamW with a one-cycle schedule over all `epochs`, and an EMA of the weights when the recipe asks for one: the
     average of the last few hundred steps generalises a little better than the last step's weights, at no cost in
-    inference."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.weight_decay)
+    inference. With a rotation weight, the auxiliary task's head (on the model's device) is stepped beside it."""
+    rotation = None
+    if recipe.rotation_weight:
+        rotation = RotationHead(int(model.config["hidden"])).to(next(model.parameters()).device)
+    parameters = list(model.parameters()) + (list(rotation.parameters()) if rotation is not None else [])
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=recipe.warmup_share
     )
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema), use_buffers=True) if recipe.ema else None
-    return Optimization(optimizer, scheduler, ema, torch.Generator().manual_seed(recipe.seed))
+    generator = torch.Generator().manual_seed(recipe.training_seed)
+    return Optimization(optimizer, scheduler, ema, generator, rotation)
 
 
 def epoch_row(

@@ -93,6 +93,12 @@ def add_not_digit(parser: argparse.ArgumentParser) -> None:
         help="with --negatives: digits in common styles and typed in fonts (training/synthetic/styles.py)",
     )
     group.add_argument(
+        "--rotation-weight",
+        type=float,
+        default=DEFAULTS.rotation_weight,
+        help="with --negatives: weight of a self-supervised rotation loss on stage 2's digits (training.auxiliary)",
+    )
+    group.add_argument(
         "--leave-out",
         nargs="*",
         default=[],

@@ -34,6 +34,7 @@ DRY_RUN_BATCHES = 3  # training and evaluation batches per epoch
 DRY_RUN_EPOCHS = 1
 DRY_RUN_DRAWINGS = 256  # drawn non-digits and canvas-drawn digits, each at most
 DRY_RUN_CHECK = 200  # validation digits, held-out non-digits and drawn digits for the not-a-digit figures
+MEMBER_SEED_STRIDE = 7_919  # an ensemble member's training seed: seed + this x member (a prime, far from 1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ class Recipe:
     init_from: Path | None = None
     label_smoothing: float | None = None  # None: LABEL_SMOOTHING, or the base's when retraining
     ema: float | None = None  # None: EMA_DECAY, or the base's when retraining
+    # the second design's trials (training.evaluation.trials); the shipped recipe leaves both off
+    rotation_weight: float = 0.0  # a self-supervised 4-way rotation loss on each batch's digits (training.auxiliary)
+    member: int = 0  # an ensemble member: k > 0 moves the initialisation and shuffling seed, never the data split
     # retraining from feedback
     base: Path = DEFAULT_MODEL_PATH
     finetune_epochs: int = 3
@@ -127,6 +131,12 @@ class Recipe:
     def max_batches(self) -> int | None:
         """Batches per epoch (None: all of them)."""
         return DRY_RUN_BATCHES if self.dry_run else None
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of the initialisation, the shuffling and the augmentation. An ensemble's members differ in it;
+        the validation split and the drawn data stay `seed`'s, so every member is calibrated on the same digits."""
+        return self.seed + MEMBER_SEED_STRIDE * self.member
 
     def epochs_for(self, epochs: int) -> int:
         return DRY_RUN_EPOCHS if self.dry_run else epochs

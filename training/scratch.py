@@ -40,7 +40,7 @@ def train_from_scratch(recipe: Recipe, device: torch.device, run: Run) -> int:
     stage 2 warm-starts an 11-class model from it and learns "not a digit". Otherwise one stage, from random
     weights or `init_from` a checkpoint's."""
     recipe = recipe.with_defaults(LABEL_SMOOTHING, EMA_DECAY)
-    torch.manual_seed(recipe.seed)
+    torch.manual_seed(recipe.training_seed)
     full_train, test_split, digests = load_mnist(recipe.data_dir)
     train_split, val_split = split_validation(full_train, recipe.validation_size, recipe.seed)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -78,7 +78,9 @@ def digit_stage(
         return None
     model = new_model(recipe, len(CLASSES), {})[0].to(device)
     print(f"stage 1, the digits: {count_parameters(model):,} parameters, {len(data[0])} MNIST images")
-    result = fit(model, data, recipe, device, run, (recipe.epochs_for(recipe.digit_epochs), recipe.lr))
+    # The rotation task belongs to stage 2 (the one that learns "not a digit"): stage 1 stays today's digits.
+    digits_recipe = dataclasses.replace(recipe, rotation_weight=0.0)
+    result = fit(model, data, digits_recipe, device, run, (recipe.epochs_for(recipe.digit_epochs), recipe.lr))
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"stage": "digits", "recipe": recipe.portable(), "val_accuracy": result.best["val_accuracy"]}
     save_checkpoint(result.model, meta, path)

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,36 +67,71 @@ def keeping(reference: np.ndarray, keep: float) -> float:
     return float(np.nextafter(ordered[needed - 1], np.inf))
 
 
-def judge(model: MNISTClassifier, fold: tuple[str, ...], recipe: Recipe) -> dict[str, Any]:
-    """The fold's figures: per method, the held-out non-digits flagged (in all, per family) and the held-out
-    digit styles accepted and read right (per group), at the threshold keeping 99.9 % of validation digits."""
+@dataclass
+class FoldInputs:
+    """What a fold is judged on: the validation digits a threshold must keep, the held-out non-digits (with each
+    one's family) and the held-out digit styles (with labels and each one's style)."""
+
+    reference: torch.Tensor
+    negatives: torch.Tensor
+    kinds: list[str]
+    styled: torch.Tensor
+    labels: torch.Tensor
+    style_kinds: list[str]
+
+
+def fold_inputs(fold: tuple[str, ...], recipe: Recipe) -> FoldInputs:
+    """The fold's inputs, drawn from the fold's seed: the same for every method and every trial."""
     seed, size = recipe.seed, recipe.check_size
     full_train, test, _ = load_mnist(recipe.data_dir)
-    train_split, val = split_validation(full_train, recipe.validation_size, seed)
-    fitted = distance.fit_distance(model, train_split.images[:DISTANCE_FIT], train_split.labels[:DISTANCE_FIT])
+    _, val = split_validation(full_train, recipe.validation_size, seed)
     val_digits = Split(val.images[: size(len(val))], val.labels[: size(len(val))])
-    val_images, _ = validation_inputs(val_digits, seed, recipe.pen_validation)
+    reference, _ = validation_inputs(val_digits, seed, recipe.pen_validation)
     negative_groups = tuple(g for g in GROUPS if g in fold)
     style_groups = tuple(g for g in STYLE_GROUPS if g in fold)
     negatives, kinds = make_negatives(size(FOLD_NEGATIVES), "train", test.images, FOLD_SEED, negative_groups)
     styled, labels, style_kinds = style_digits(size(FOLD_STYLE_DIGITS), FOLD_SEED, style_groups)
-    reference = method_scores(model, val_images, fitted)
-    held = method_scores(model, negatives, fitted)
-    digits = method_scores(model, styled, fitted)
+    return FoldInputs(reference, negatives, kinds, styled, labels, style_kinds)
+
+
+def judge(model: MNISTClassifier, fold: tuple[str, ...], recipe: Recipe) -> dict[str, Any]:
+    """The fold's figures for every method of METHODS (`fold_figures`)."""
+    inputs = fold_inputs(fold, recipe)
+    full_train, _, _ = load_mnist(recipe.data_dir)
+    train_split, _ = split_validation(full_train, recipe.validation_size, recipe.seed)
+    fitted = distance.fit_distance(model, train_split.images[:DISTANCE_FIT], train_split.labels[:DISTANCE_FIT])
+    reference = method_scores(model, inputs.reference, fitted)
+    held = method_scores(model, inputs.negatives, fitted)
+    digits = method_scores(model, inputs.styled, fitted)
     pair = (reference["11th output"], reference["feature distance"])
     for table in (reference, held, digits):
         table["11th output + distance"] = distance.combined(pair, (table["11th output"], table["feature distance"]))
-    right = scores(model, styled)[0].argmax(axis=1) == labels.numpy()
-    figures: dict[str, Any] = {"groups": list(fold), "negatives": len(kinds), "style_digits": len(style_kinds)}
-    for method in METHODS:
-        threshold = keeping(reference[method], recipe.keep_digits)
+    right = scores(model, inputs.styled)[0].argmax(axis=1) == inputs.labels.numpy()
+    return fold_figures(fold, inputs, (reference, held, digits), right, recipe.keep_digits)
+
+
+def fold_figures(
+    fold: tuple[str, ...],
+    inputs: FoldInputs,
+    tables: tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]],
+    right: np.ndarray,
+    keep: float,
+) -> dict[str, Any]:
+    """Per method of `tables` (its scores on the reference digits, the held-out non-digits and the held-out
+    styles): the held-out non-digits flagged (in all, per family) and the held-out digit styles accepted and read
+    right (per style), at the threshold keeping `keep` of the reference digits."""
+    reference, held, digits = tables
+    figures: dict[str, Any] = {"groups": list(fold), "negatives": len(inputs.kinds)}
+    figures["style_digits"] = len(inputs.style_kinds)
+    for method in reference:
+        threshold = keeping(reference[method], keep)
         flagged = held[method] >= threshold
         accepted = (digits[method] < threshold) & right
         figures[method] = {
             "validation_digits_kept": float((reference[method] < threshold).mean()),
             "flagged": float(flagged.mean()),
-            "flagged_by_family": share_by(flagged, kinds),
-            "styles_accepted_and_right": share_by(accepted, style_kinds),
+            "flagged_by_family": share_by(flagged, inputs.kinds),
+            "styles_accepted_and_right": share_by(accepted, inputs.style_kinds),
         }
     return figures
 
