@@ -38,7 +38,7 @@ DRAIN_SECONDS=${DRAIN_SECONDS:-30}
 IMAGE=mnist-digit-classifier
 STATE="$APP_DIR/.deploy"
 PROBE="$APP_DIR/deploy/probe-seven.png"
-new="" old="" last_good="" rolling_back="" interrupted_by=""
+new="" old="" last_good="" rolling_back=""
 
 log() { # to the terminal while there is one, and always to .deploy/deploy.log (a dropped session loses nothing)
   local line
@@ -69,7 +69,6 @@ wait_healthy() { # wait_healthy <ids...>: all healthy within READY_SECONDS
   local waited=0
   while [ "$waited" -lt "$READY_SECONDS" ]; do
     healthy "$@" && return 0
-    after_signal
     sleep "$POLL_SECONDS"; waited=$((waited + POLL_SECONDS))
   done
   return 1
@@ -153,11 +152,7 @@ rollback() { # rollback <reason>: back to the last good release; the new replica
   exit 2
 }
 
-# A signal only sets interrupted_by; the rollback runs at the next step (after_signal). Running commands inside the
-# trap handler itself can leave bash spinning when the signal lands in a fork (seen here once as a deploy that never
-# ended after SIGHUP; systemd/systemd#41755 describes the same bash bug).
-on_signal() { interrupted_by=${interrupted_by:-$1}; }
-after_signal() { [ -z "$interrupted_by" ] || [ -n "$rolling_back" ] || rollback "interrupted by $interrupted_by"; }
+interrupted() { [ -n "$rolling_back" ] || rollback "interrupted by $1"; }
 
 preflight() { # preflight: a clean checkout and the lock, or exit (nothing touched yet)
   local edited
@@ -187,37 +182,28 @@ main() {
   cd "$APP_DIR" || exit 1
   mkdir -p "$STATE"
   preflight
-  trap 'on_signal INT' INT; trap 'on_signal TERM' TERM; trap 'on_signal HUP' HUP
+  trap 'interrupted INT' INT; trap 'interrupted TERM' TERM; trap 'interrupted HUP' HUP
   last_good=$(cat "$STATE/last-good" 2>/dev/null || true)
   old=$(app_ids | tr '\n' ' ')
   n=$(replicas)
   git fetch --quiet origin || rollback "git fetch failed"
-  after_signal
   git checkout --quiet --detach "$commit" || rollback "commit $commit not found"
-  after_signal
   get_image "$commit" "$image" || rollback "could not get the image for $commit"
-  after_signal
   docker compose up -d --no-build --no-deps db || rollback "the database did not start"
-  after_signal
   APP_TAG=$commit docker compose up -d --no-build --no-deps --no-recreate --scale app="$((n + $(wc -w <<< "$old")))" app
   local started=$?
   new=$(comm -13 <(echo "$old" | tr ' ' '\n' | sort) <(app_ids) | tr '\n' ' ')
   [ "$started" -eq 0 ] || rollback "docker compose up failed"
   [ -n "$new" ] || rollback "no new app container started"
-  after_signal
   # shellcheck disable=SC2086 # one argument per container id
   wait_healthy $new || rollback "the new replicas were not ready within ${READY_SECONDS}s"
-  after_signal
   set_tag "$commit"
   APP_TAG=$commit docker compose up -d --no-build --no-deps caddy || rollback "the proxy did not start"
-  after_signal
   # shellcheck disable=SC2086
   reachable $new && serves || rollback "the new replicas do not serve through the proxy"
-  after_signal
   # shellcheck disable=SC2086
   retire $old # the predecessors go only now that their successors serve
   serves || rollback "the proxy does not serve once the old replicas are gone"
-  after_signal
   echo "$commit" > "$STATE/last-good"
   log "deployed $commit: $(wc -w <<< "$new") replica(s) serving through the proxy"
 }
