@@ -240,7 +240,15 @@ def test_a_failure_after_the_old_were_drained_brings_the_last_good_release_back_
 def test_an_interrupted_deploy_rolls_back(tmp_path: Path) -> None:
     """SIGHUP (the SSH session dropped) while the new replicas come up: the old ones keep serving."""
     env = prepare(tmp_path, [OLD, OLD], OLD, UNHEALTHY_TAGS=NEW, READY_SECONDS="60")
-    process = subprocess.Popen(["bash", str(SCRIPT), NEW], env=env, stderr=subprocess.PIPE, text=True)
+    # As an SSH session starts it: SIGHUP at its default. Under nohup (a runner may start the suite so) it is ignored,
+    # and bash cannot trap a signal that was ignored when it started, so the deploy would never hear it.
+    process = subprocess.Popen(
+        ["bash", str(SCRIPT), NEW],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+    )
     calls = tmp_path / "calls.log"
     deadline = time.monotonic() + 30
     while not (calls.exists() and "Health" in calls.read_text() and "c003" in calls.read_text()):
